@@ -1,0 +1,128 @@
+"""R9 per-worker BN, R10 zero-gamma, R11 init; the CIFAR-style ResNet."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_lbsgd.models import layers
+from tf_lbsgd.models.resnet_cifar import resnet_cifar
+
+
+def _numpy_bn(x, eps=1e-5):
+    axes = tuple(range(x.ndim - 1))
+    mean, var = x.mean(axes), x.var(axes)
+    return (x - mean) / np.sqrt(var + eps), mean, var
+
+
+def test_batch_norm_training_matches_numpy():
+    x = np.random.default_rng(0).normal(2.0, 3.0, (8, 4, 4, 3)).astype("f4")
+    bn = layers.WorkerBatchNorm(momentum=0.9)
+    out = bn(x, training=True).numpy()
+    expected, mean, var = _numpy_bn(x.astype("f8"))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * mean, rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9 + 0.1 * var,
+                               rtol=1e-4)
+
+
+def test_ghost_batch_norm_normalises_each_group_of_n():
+    x = np.random.default_rng(1).normal(0, 1, (12, 3, 3, 2)).astype("f4")
+    x[4:8] += 5.0
+    bn = layers.WorkerBatchNorm(group_size=4)
+    out = bn(x, training=True).numpy()
+    groups = [_numpy_bn(g.astype("f8")) for g in np.split(x, 3)]
+    np.testing.assert_allclose(out, np.concatenate([g[0] for g in groups]),
+                               rtol=1e-4, atol=1e-4)
+    mean_of_means = np.mean([g[1] for g in groups], axis=0)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * mean_of_means,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_inference_uses_moving_statistics():
+    bn = layers.WorkerBatchNorm()
+    x = np.full((2, 3), 4.0, "f4")
+    np.testing.assert_allclose(bn(x, training=False).numpy(),
+                               x / np.sqrt(1 + 1e-5), rtol=1e-6)
+
+
+def test_per_replica_statistics_are_not_synced_and_moving_stats_average():
+    """R9: each replica normalises with its own moments (no cross-replica BN)."""
+    k = 4
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:k]]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        bn = layers.WorkerBatchNorm(momentum=0.0)
+        bn.build((None, 2))
+    x = np.random.default_rng(2).normal(0, 1, (16, 2)).astype("f4")
+    x += np.repeat(np.arange(k), 4)[:, None].astype("f4") * 10
+    dist = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(x).batch(16))
+    out = strategy.run(tf.function(lambda b: bn(b, training=True)),
+                       args=(next(iter(dist)),))
+    out = np.concatenate([o.numpy()
+                          for o in strategy.experimental_local_results(out)])
+    shards = np.split(x.astype("f8"), k)
+    np.testing.assert_allclose(
+        out, np.concatenate([_numpy_bn(s)[0] for s in shards]), atol=1e-3)
+    np.testing.assert_allclose(bn.moving_mean.numpy(),
+                               np.mean([s.mean(0) for s in shards], 0),
+                               rtol=1e-4)
+
+
+def test_bad_group_size():
+    with pytest.raises(ValueError, match="group_size must be positive, got 0"):
+        layers.WorkerBatchNorm(group_size=0)
+
+
+def _bns(model):
+    return [l for l in model.layers if isinstance(l, layers.WorkerBatchNorm)]
+
+
+@pytest.mark.parametrize("zero_gamma", [True, False])
+def test_zero_gamma_on_the_last_bn_of_each_block(zero_gamma):
+    model = resnet_cifar(depth=14, width=8, zero_gamma=zero_gamma)
+    last = [l for l in _bns(model) if l.name.endswith("_bn2")]
+    assert len(last) == 6  # 3 stages x 2 blocks
+    for bn in _bns(model):
+        expected = 0.0 if (zero_gamma and bn in last) else 1.0
+        np.testing.assert_array_equal(bn.gamma.numpy(), expected)
+
+
+def test_he_init_and_classifier_init():
+    model = resnet_cifar(depth=20, width=16)
+    conv = model.get_layer("s3b1_conv2").kernel.numpy()  # 3x3x64x64
+    fan_out = 3 * 3 * 64
+    assert abs(conv.std() / np.sqrt(2.0 / fan_out) - 1) < 0.03
+    assert abs(conv.mean()) < 0.01
+    classifier = model.get_layer("classifier")
+    dense = classifier.kernel.numpy()
+    assert abs(dense.std() / 0.01 - 1) < 0.15
+    np.testing.assert_array_equal(classifier.bias.numpy(), 0.0)
+
+
+def _expected_params(depth, width, channels=1, classes=10):
+    """Independent count: conv kernels, BN gamma+beta, projections, FC."""
+    blocks = (depth - 2) // 6
+    total = 9 * channels * width + 2 * width  # stem conv + BN
+    cin = width
+    for stage in range(3):
+        c = width * 2 ** stage
+        for block in range(blocks):
+            total += 9 * cin * c + 9 * c * c + 4 * c
+            if cin != c:
+                total += cin * c + 2 * c
+            cin = c
+    return total + cin * classes + classes
+
+
+@pytest.mark.parametrize("depth,width", [(8, 16), (20, 16), (14, 8)])
+def test_parameter_count(depth, width):
+    model = resnet_cifar(depth=depth, width=width)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert trainable == _expected_params(depth, width)
+    assert model(np.zeros((2, 28, 28, 1), "f4")).shape == (2, 10)
+
+
+def test_depth_must_be_6n_plus_2():
+    with pytest.raises(ValueError, match="got 10"):
+        resnet_cifar(depth=10)

@@ -1,0 +1,61 @@
+"""The `tf-lbsgd` command line: absl flags, gin files and bindings, TF_CONFIG.
+
+    tf-lbsgd --gin_file=fashion_mnist_default --model_dir=runs/default
+    tf-lbsgd --gin_file=gin/experiments/fashion_mnist_default.gin \\
+        --gin_bindings='train_lib.run.epochs = 2' --mode=train
+
+This is the only module that defines or reads absl flags.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+DEFAULT_GIN_FILE = "experiments/fashion_mnist_default.gin"
+
+_GIN_FILE = flags.DEFINE_multi_string(
+    "gin_file", None,
+    "Gin config file(s), applied in order: a path, or a name (with or without "
+    ".gin) under the package's gin/ directory, e.g. "
+    "'experiments/fashion_mnist_default'. Default: " + DEFAULT_GIN_FILE)
+_GIN_BINDINGS = flags.DEFINE_multi_string(
+    "gin_bindings", None,
+    "Gin bindings applied after the files, e.g. "
+    "--gin_bindings='train_lib.run.epochs = 2'.")
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", None,
+    "Directory for checkpoints, TensorBoard events (train/, eval/), "
+    "operative_config.gin and metrics.json. Re-running resumes from it.")
+_MODE = flags.DEFINE_enum("mode", "train_and_eval",
+                          ["train", "eval", "train_and_eval"],
+                          "What to run.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not _MODEL_DIR.value:
+        raise app.UsageError("--model_dir is required")
+    # Imported here so that --help does not start TensorFlow.
+    from tf_lbsgd import config  # pylint: disable=g-import-not-at-top
+    from tf_lbsgd import train_lib  # pylint: disable=g-import-not-at-top
+    try:
+        config.parse(_GIN_FILE.value or [DEFAULT_GIN_FILE], _GIN_BINDINGS.value)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"tf-lbsgd: error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(_MODEL_DIR.value, exist_ok=True)
+    metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
+    print(f"metrics: {metrics}")
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

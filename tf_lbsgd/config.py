@@ -1,0 +1,58 @@
+"""Finding and parsing gin files; importing every gin-registered module."""
+
+import os
+import sys
+
+import gin
+
+# Importing these registers their configurables with gin.
+from tf_lbsgd import distribute  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd import optimizers  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd import schedules  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd import train_lib  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd.data import fashion_mnist  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd.models import resnet_cifar  # noqa: F401  pylint: disable=unused-import
+
+
+def gin_dirs():
+    """Directories searched for gin files named without a path."""
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    return [os.path.join(os.path.dirname(package_dir), "gin"),
+            os.path.join(sys.prefix, "share", "tf_lbsgd", "gin")]
+
+
+def resolve_gin_file(name):
+    """Returns the path of gin file `name` (a path, or a name under gin/).
+
+    Raises:
+        FileNotFoundError: listing where it looked.
+    """
+    candidates = [name] + [os.path.join(d, name) for d in gin_dirs()]
+    if not name.endswith(".gin"):
+        candidates += [c + ".gin" for c in candidates]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"gin file {name!r} not found; looked at "
+                            f"{', '.join(candidates)}")
+
+
+def parse(gin_files, gin_bindings=None):
+    """Parses gin files then bindings; errors name the offending binding.
+
+    Raises:
+        FileNotFoundError: for a gin file that does not exist.
+        ValueError: for an unknown configurable or parameter, or bad syntax.
+    """
+    paths = [resolve_gin_file(f) for f in gin_files or []]
+    for directory in gin_dirs():
+        if os.path.isdir(directory):
+            gin.add_config_file_search_path(directory)
+    try:
+        gin.parse_config_files_and_bindings(paths, gin_bindings or [],
+                                            finalize_config=False)
+    except ValueError as e:
+        raise ValueError(f"bad gin configuration: {e}") from e
+    except Exception as e:  # gin raises several parser error types.
+        raise ValueError(f"bad gin configuration: {type(e).__name__}: "
+                         f"{e}") from e

@@ -1,0 +1,157 @@
+"""Distribution strategies chosen in gin: k workers on one host or many.
+
+`mirrored` over k logical CPU devices simulates k workers on one machine with
+real per-replica BN (R9) and a real allreduce; on a GPU host it mirrors over
+the local GPUs. `multi_worker_mirrored` reads TF_CONFIG (NCCL on GPUs, RING on
+CPUs). Chief helpers decide who writes summaries, configs and metrics.
+"""
+
+import json
+import os
+
+import gin
+import tensorflow as tf
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
+              "tpu")
+COLLECTIVES = {
+    "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+    "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+    "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+}
+
+
+def ensure_logical_cpus(count):
+    """Splits the host CPU into `count` logical devices (one per worker).
+
+    Must run before TensorFlow initialises its devices; if it already has,
+    the existing logical devices are used when there are enough.
+
+    Args:
+        count: number of logical CPU devices wanted.
+
+    Returns:
+        The names of the first `count` logical CPU devices.
+
+    Raises:
+        RuntimeError: if TensorFlow was initialised with fewer devices.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        if len(tf.config.get_logical_device_configuration(cpu) or []) < count:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        pass  # Already initialised: use what exists, checked below.
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < count:
+        raise RuntimeError(
+            f"{count} logical CPU devices requested but TensorFlow was already "
+            f"initialised with {len(devices)}; build the strategy before any "
+            f"other TensorFlow op runs")
+    return devices[:count]
+
+
+def _mirrored(num_replicas):
+    # Physical, not logical: listing logical devices would initialise TF
+    # before the CPU can be split.
+    if tf.config.list_physical_devices("GPU"):
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        devices = gpus[:num_replicas] if num_replicas else gpus
+    else:
+        devices = ensure_logical_cpus(num_replicas or 1)
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def validate_tf_config(env=None):
+    """Parses and checks TF_CONFIG; returns the dict, or {} if unset.
+
+    Raises:
+        ValueError: naming what is wrong (bad JSON, no cluster, bad task).
+    """
+    raw = (env if env is not None else os.environ).get("TF_CONFIG", "")
+    if not raw.strip():
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}") from e
+    cluster = config.get("cluster")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError(f"TF_CONFIG has no 'cluster' dict: {raw!r}")
+    task = config.get("task", {})
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in cluster:
+        raise ValueError(f"TF_CONFIG task type {kind!r} is not in the cluster "
+                         f"jobs {sorted(cluster)}")
+    if not 0 <= int(index) < len(cluster[kind]):
+        raise ValueError(f"TF_CONFIG task index {index} is out of range for "
+                         f"{len(cluster[kind])} {kind!r} tasks")
+    return config
+
+
+def _multi_worker(collective, bytes_per_pack, timeout_seconds):
+    validate_tf_config()
+    if collective not in COLLECTIVES:
+        raise ValueError(f"Unknown collective {collective!r}; expected one of "
+                         f"{sorted(COLLECTIVES)}")
+    options = tf.distribute.experimental.CommunicationOptions(
+        bytes_per_pack=bytes_per_pack, timeout_seconds=timeout_seconds,
+        implementation=COLLECTIVES[collective])
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=options)
+
+
+def _tpu(tpu_address):
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu_address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+@gin.configurable
+def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
+                   bytes_per_pack=0, timeout_seconds=None, tpu_address=""):
+    """Builds the tf.distribute strategy named by `kind`.
+
+    Args:
+        kind: one of STRATEGIES.
+        num_replicas: for `mirrored`, the number of local replicas k (logical
+            CPU devices when there is no GPU); None uses every GPU, or 1 CPU.
+        collective: `auto`, `nccl` (GPU hosts) or `ring` (CPU), for
+            `multi_worker_mirrored`.
+        bytes_per_pack: gradient bucket size for the allreduce (0: one pack).
+        timeout_seconds: collective timeout, None for none.
+        tpu_address: TPU name or address for `tpu`.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Raises:
+        ValueError: for an unknown kind or collective, or a bad TF_CONFIG.
+    """
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus
+                                               else "/cpu:0")
+    if kind == "mirrored":
+        return _mirrored(num_replicas)
+    if kind == "multi_worker_mirrored":
+        return _multi_worker(collective, bytes_per_pack, timeout_seconds)
+    if kind == "tpu":
+        return _tpu(tpu_address)
+    raise ValueError(f"Unknown strategy kind {kind!r}; expected one of "
+                     f"{STRATEGIES}")
+
+
+def is_chief(strategy):
+    """True on the worker that writes summaries, configs and metrics."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in (None, "chief") or (
+        task_type == "worker" and task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())

@@ -1,0 +1,112 @@
+"""Per-worker batch normalisation (PAPER.md R9), with a ghost-batch mode.
+
+Keras 3's `BatchNormalization` keeps its moving statistics in variables with
+aggregation NONE: under a `tf.distribute` strategy every replica then keeps its
+own diverging copy and a checkpoint saves replica 0's. `WorkerBatchNorm` keeps
+them as SyncOnRead variables aggregated by MEAN (the tf.keras 2 behaviour): each
+replica updates its own copy from its own batch, and reading or saving them
+outside the replica context averages over replicas.
+"""
+
+import gin
+import keras
+import tensorflow as tf
+
+
+@gin.register
+class WorkerBatchNorm(keras.layers.Layer):
+    """Batch normalisation with statistics over each worker's n examples (R9).
+
+    PAPER.md R9 (Goyal et al. 2017, Sec. 5.1): "BN statistics are computed per
+    worker and not across workers"; the loss being optimised depends on n, so n
+    is held fixed (32) whatever the number of workers k. Under a
+    `tf.distribute` strategy each replica normalises with the moments of its own
+    per-replica batch; no collective communication happens in the forward pass.
+
+    Ghost mode (`group_size=n`): in training, a batch of B = k*n examples is cut
+    into k consecutive groups of n and each group is normalised with its own
+    moments. One replica running this on the global batch computes exactly what
+    k replicas of plain per-worker BN compute (see tests/test_equivalence.py),
+    which makes simulating hundreds of workers cheap.
+
+    Training output: y = gamma * (x - mu_g) / sqrt(var_g + eps) + beta, with
+    mu_g, var_g the (biased) moments over the group's examples and spatial axes.
+    Moving statistics: m <- momentum * m + (1 - momentum) * mean over groups of
+    mu_g (likewise for the variance); reading them averages over replicas.
+
+    Args:
+        momentum: Moving-average momentum (0.9 as in the paper's Caffe2 code).
+        epsilon: Variance epsilon (1e-5).
+        gamma_initializer: Initializer of the scale (zeros for R10).
+        group_size: None for plain per-replica BN, or n for ghost batches.
+    """
+
+    def __init__(self, momentum=0.9, epsilon=1e-5, gamma_initializer="ones",
+                 group_size=None, **kwargs):
+        super().__init__(**kwargs)
+        if group_size is not None and group_size <= 0:
+            raise ValueError(f"group_size must be positive, got {group_size}")
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.group_size = group_size
+
+    def build(self, input_shape):
+        shape = (input_shape[-1],)
+        self.gamma = self.add_weight(shape=shape, name="gamma",
+                                     initializer=self.gamma_initializer,
+                                     autocast=False)
+        self.beta = self.add_weight(shape=shape, name="beta",
+                                    initializer="zeros", autocast=False)
+        self.moving_mean = self._moving_statistic(shape, "moving_mean", "zeros")
+        self.moving_variance = self._moving_statistic(shape, "moving_variance",
+                                                      "ones")
+
+    def _moving_statistic(self, shape, name, initializer):
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(
+                initializer=keras.initializers.get(initializer), shape=shape,
+                dtype="float32", trainable=False, autocast=False, name=name,
+                aggregation="mean", synchronization="on_read")
+        self._track_variable(variable)
+        return variable
+
+    def _moments(self, x):
+        """Moments per group of `group_size` examples, shape [groups, C]."""
+        channels = x.shape[-1]
+        group = self.group_size or tf.shape(x)[0]
+        grouped = tf.reshape(x, [-1, group * tf.reduce_prod(tf.shape(x)[1:-1]),
+                                 channels])
+        return tf.nn.moments(grouped, axes=[1], keepdims=True)
+
+    def _normalise_groups(self, x, mean, variance):
+        shape = tf.shape(x)
+        grouped = tf.reshape(x, [tf.shape(mean)[0], -1, x.shape[-1]])
+        out = tf.nn.batch_normalization(grouped, mean, variance, self.beta,
+                                        self.gamma, self.epsilon)
+        return tf.reshape(out, shape)
+
+    def call(self, inputs, training=None):
+        x = tf.cast(inputs, tf.float32)
+        if training:
+            mean, variance = self._moments(x)
+            self._update_moving(self.moving_mean, tf.reduce_mean(mean, [0, 1]))
+            self._update_moving(self.moving_variance,
+                                tf.reduce_mean(variance, [0, 1]))
+            out = self._normalise_groups(x, mean, variance)
+        else:
+            out = tf.nn.batch_normalization(
+                x, self.moving_mean.value, self.moving_variance.value,
+                self.beta, self.gamma, self.epsilon)
+        return tf.cast(out, self.compute_dtype)
+
+    def _update_moving(self, variable, value):
+        variable.assign(variable * self.momentum + value * (1.0 - self.momentum))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, epsilon=self.epsilon,
+                      gamma_initializer=keras.initializers.serialize(
+                          self.gamma_initializer),
+                      group_size=self.group_size)
+        return config

@@ -1,0 +1,76 @@
+"""CIFAR-style ResNets (He et al. 2016, the 6n+2 family) for small images.
+
+The embedded default model: three stages of `blocks_per_stage` basic blocks at
+widths w, 2w, 4w, stride 2 on the first 3x3 conv of stages 2 and 3 with a 1x1
+projection shortcut, global average pooling and a linear classifier. It carries
+the paper's BN, init and zero-gamma choices (R9, R10, R11).
+"""
+
+import gin
+import keras
+
+from tf_lbsgd.models import init
+from tf_lbsgd.models.layers import WorkerBatchNorm
+
+
+def _conv(filters, kernel_size, strides, name):
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False,
+        kernel_initializer=init.he_conv_initializer(), name=name)
+
+
+def _bn(name, group_size, gamma="ones"):
+    return WorkerBatchNorm(gamma_initializer=gamma, group_size=group_size,
+                           name=name)
+
+
+def basic_block(x, filters, strides, name, zero_gamma, group_size):
+    """Two 3x3 convs with BN; the last BN's gamma starts at zero (R10)."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv(filters, 1, strides, f"{name}_proj")(x)
+        shortcut = _bn(f"{name}_proj_bn", group_size)(shortcut)
+    y = _conv(filters, 3, strides, f"{name}_conv1")(x)
+    y = keras.layers.ReLU()(_bn(f"{name}_bn1", group_size)(y))
+    y = _conv(filters, 3, 1, f"{name}_conv2")(y)
+    gamma = init.residual_gamma_initializer(zero_gamma)
+    y = _bn(f"{name}_bn2", group_size, gamma)(y)
+    return keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
+
+
+@gin.configurable
+def resnet_cifar(input_shape=(28, 28, 1), num_classes=10, depth=20, width=16,
+                 zero_gamma=True, bn_group_size=None):
+    """Builds a CIFAR-style ResNet-`depth` (depth = 6 * blocks + 2).
+
+    Args:
+        input_shape: Image shape (H, W, C).
+        num_classes: Number of classes.
+        depth: 8, 14, 20, 32, 44, 56, 110, ... (6n+2).
+        width: Channels of the first stage (16 in He et al.).
+        zero_gamma: R10 zero init of each block's last BN gamma.
+        bn_group_size: None for per-replica BN; n for ghost-batch BN (R9).
+
+    Returns:
+        A `keras.Model` mapping images to float32 logits.
+
+    Raises:
+        ValueError: if depth is not of the form 6n+2.
+    """
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"ResNet depth must be 6n+2 (8, 14, 20, ...), "
+                         f"got {depth}")
+    blocks = (depth - 2) // 6
+    inputs = keras.Input(input_shape)
+    x = _conv(width, 3, 1, "stem_conv")(inputs)
+    x = keras.layers.ReLU()(_bn("stem_bn", bn_group_size)(x))
+    for stage, filters in enumerate((width, 2 * width, 4 * width)):
+        for block in range(blocks):
+            strides = 2 if stage > 0 and block == 0 else 1
+            x = basic_block(x, filters, strides, f"s{stage + 1}b{block + 1}",
+                            zero_gamma, bn_group_size)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(
+        num_classes, kernel_initializer=init.classifier_initializer(),
+        dtype="float32", name="classifier")(x)
+    return keras.Model(inputs, logits, name=f"resnet{depth}_cifar")

@@ -1,0 +1,431 @@
+"""Momentum SGD with L2 decay and momentum correction (Goyal et al., 2017).
+
+This module implements recipe points R5 (momentum), R6 (momentum correction,
+Remark 2) and R7 (weight decay, Remark 1) of /work/shared/PAPER.md as a Keras 3
+optimizer.
+
+Notation: ``w`` weights, ``g`` the (all-reduced) gradient of the loss,
+``lambda`` the L2 weight decay, ``m`` the momentum, ``eta`` the learning rate
+of the current step and ``eta_old`` the rate of the previous update of the
+same variable.
+
+Weight decay (R7, Remark 1) is L2 regularisation added to the gradient, outside
+backprop::
+
+    g <- g + lambda * w        (conv/dense kernels only; never BN gamma/beta)
+
+Momentum (R5) comes in two algebraically equivalent forms, which differ only in
+where ``eta`` sits (Remark 2):
+
+* ``velocity_form='unscaled'`` -- the velocity does NOT hold ``eta``::
+
+      u <- m * u + g
+      w <- w - eta * u
+
+  Because ``eta`` is applied after the velocity, a change of ``eta`` acts on
+  the whole of ``u`` at once and this form needs **no correction**.
+
+* ``velocity_form='scaled'`` -- the Caffe2 / Keras ``SGD`` form; the velocity
+  holds ``eta``::
+
+      v <- m * v + eta * g
+      w <- w - v
+
+  Here ``v = eta_old * u``, so after a rate change the old part of ``v`` is
+  still scaled by ``eta_old``. This form **needs the momentum correction** of
+  equation (9)::
+
+      v <- m * (eta / eta_old) * v + eta * g
+      w <- w - v
+
+  Without it the scaled form is a different optimiser whenever ``eta``
+  changes, which happens at every step of the gradual warmup (R2).
+
+With the correction both forms give identical iterates (up to rounding). The
+Nesterov variants are::
+
+    unscaled:  w <- w - eta * (g + m * u_new)
+    scaled:    w <- w - (m * v_new + eta * g)
+
+and agree in the same way (``v_new = eta * u_new``).
+"""
+
+import contextlib
+import numbers
+
+import gin
+import keras
+import tensorflow as tf
+from keras import ops
+
+VELOCITY_FORMS = ("unscaled", "scaled")
+
+# Short Keras 3 variable names that receive L2 weight decay (R7).
+_KERNEL_NAME = "kernel"
+_BIAS_NAME = "bias"
+
+
+def _short_name(variable):
+    """Returns a variable's short name without a TF ``:N`` output suffix.
+
+    Args:
+        variable: a ``keras.Variable`` (whose ``.name`` is already short, e.g.
+            ``'kernel'``) or a ``tf.Variable`` (``'kernel:0'``).
+
+    Returns:
+        The name as a string, e.g. ``'kernel'``.
+    """
+    name = str(variable.name)
+    head, sep, tail = name.rpartition(":")
+    if sep and tail.isdigit():
+        return head
+    return name
+
+
+def decays_variable(variable, decay_bias):
+    """Says whether L2 weight decay applies to ``variable`` (R7, Remark 1).
+
+    The paper decays the weights of conv and fully connected layers with
+    ``lambda = 1e-4`` and does not decay the batch-norm parameters
+    ``gamma``/``beta``. Keras 3 names conv and dense weights ``kernel``,
+    their offsets ``bias`` and the BN parameters ``gamma``/``beta``. So::
+
+        decays(kernel) = True
+        decays(bias)   = decay_bias
+        decays(other)  = False      (gamma, beta, anything else)
+
+    Args:
+        variable: a ``keras.Variable`` (or ``tf.Variable``); only its short
+            name is read.
+        decay_bias: whether ``bias`` variables are decayed too.
+
+    Returns:
+        True if ``g <- g + lambda * w`` is applied to this variable.
+    """
+    name = _short_name(variable)
+    if name == _KERNEL_NAME:
+        return True
+    if name == _BIAS_NAME:
+        return bool(decay_bias)
+    return False
+
+
+def momentum_correction_factor(lr_new, lr_old):
+    """Momentum correction factor ``c`` of Remark 2, equation (9).
+
+    For the scaled velocity form ``v <- m * c * v + eta_new * g`` with::
+
+        c = eta_new / eta_old    if eta_old != 0
+        c = 1                    if eta_old == 0
+
+    ``eta_old == 0`` means the velocity has never been updated (first step,
+    ``v == 0``, so any ``c`` gives the same result) or was last updated with a
+    zero rate (then ``v`` holds no memory of ``u`` and nothing can rescale it).
+
+    Args:
+        lr_new: the learning rate ``eta_new`` of this update (scalar).
+        lr_old: the learning rate ``eta_old`` the velocity was last updated
+            with (scalar).
+
+    Returns:
+        The scalar factor ``c``, in the dtype of ``lr_old``.
+    """
+    lr_old = ops.convert_to_tensor(lr_old)
+    lr_new = ops.cast(lr_new, lr_old.dtype)
+    old_is_zero = ops.equal(lr_old, 0)
+    safe_old = ops.where(old_is_zero, ops.ones_like(lr_old), lr_old)
+    return ops.where(old_is_zero, ops.ones_like(lr_old), lr_new / safe_old)
+
+
+def _check_momentum(momentum):
+    """Returns ``momentum`` as a float, or raises if it is outside [0, 1)."""
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise ValueError(
+            f"momentum must be a number in [0, 1); got momentum={momentum!r}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(
+            f"momentum must be in [0, 1); got momentum={momentum!r}")
+    return float(momentum)
+
+
+def _check_velocity_form(velocity_form):
+    """Returns ``velocity_form``, or raises if it is not a known form."""
+    if velocity_form not in VELOCITY_FORMS:
+        raise ValueError(
+            f"velocity_form must be one of {VELOCITY_FORMS}; "
+            f"got velocity_form={velocity_form!r}")
+    return velocity_form
+
+
+def _check_l2_weight_decay(l2_weight_decay):
+    """Returns ``l2_weight_decay`` as a float, or raises if it is negative."""
+    if (isinstance(l2_weight_decay, bool)
+            or not isinstance(l2_weight_decay, numbers.Real)
+            or l2_weight_decay < 0):
+        raise ValueError(
+            "l2_weight_decay must be a number >= 0; "
+            f"got l2_weight_decay={l2_weight_decay!r}")
+    return float(l2_weight_decay)
+
+
+def _check_no_decoupled_decay(kwargs):
+    """Refuses the base class's decoupled ``weight_decay`` (R7 is L2)."""
+    weight_decay = kwargs.get("weight_decay")
+    if weight_decay is not None:
+        raise ValueError(
+            "MomentumSGD applies L2 decay through l2_weight_decay (R7); the "
+            "decoupled Keras weight_decay would decay twice. Got "
+            f"weight_decay={weight_decay!r}")
+
+
+def _as_learning_rate(learning_rate):
+    """Turns a numeric rate into a float (Keras refuses ints, numpy)."""
+    if (isinstance(learning_rate, numbers.Real)
+            and not isinstance(learning_rate, bool)):
+        return float(learning_rate)
+    return learning_rate
+
+
+def _slot_name(reference, suffix):
+    """Names a slot like ``add_variable_from_reference`` does."""
+    if hasattr(reference, "path"):
+        return f"{reference.path.replace('/', '_')}_{suffix}"
+    base = str(reference.name).replace("/", "_").replace(":", "_")
+    return f"{base}_{suffix}"
+
+
+@gin.register
+class MomentumSGD(keras.optimizers.Optimizer):
+    """SGD with momentum, L2 weight decay and momentum correction.
+
+    Each step, for each variable ``w`` with gradient ``g`` and rate ``eta``::
+
+        g <- g + lambda * w                   if decays_variable(w)   (R7)
+
+    then, for ``velocity_form='unscaled'`` (no correction needed)::
+
+        u <- m * u + g
+        w <- w - eta * u                      (plain)
+        w <- w - eta * (g + m * u)            (Nesterov, u the new value)
+
+    or, for ``velocity_form='scaled'`` (the Caffe2 / Keras SGD form)::
+
+        c = eta / eta_old  (eta_old == 0 -> 1)  if momentum_correction
+        c = 1                                   otherwise
+        v <- m * c * v + eta * g                 (Remark 2, eq. (9))
+        w <- w - v                              (plain)
+        w <- w - (m * v + eta * g)              (Nesterov, v the new value)
+
+    ``eta_old`` is a per-variable scalar slot holding the rate the velocity was
+    last updated with, so the correction is exact whatever supplies the rate
+    (a schedule, an assignment to the rate variable, skipped steps such as a
+    loss-scale overflow).
+
+    Weight decay and replicas: under ``tf.distribute`` Keras 3's TF optimizer
+    all-reduces (sums) the per-replica gradients *before* calling
+    ``update_step``, which then runs once per step on each copy of the
+    variable with the same summed gradient. Adding ``lambda * w`` inside
+    ``update_step`` therefore counts the decay exactly once per step, whatever
+    the number of replicas (adding it to each replica's loss instead would
+    count it k times). Each replica's loss must be its summed per-example loss
+    divided by the global batch (R8) for the summed gradient to be the
+    gradient of the mean loss.
+
+    Under a distribution strategy, build the optimizer inside
+    ``strategy.scope()`` (e.g. ``optimizer.build(model.trainable_variables)``)
+    before the first ``strategy.run``: slots cannot be created in a replica
+    context.
+
+    Args:
+        learning_rate: float, a
+            ``keras.optimizers.schedules.LearningRateSchedule`` or a
+            zero-argument callable.
+        momentum: ``m`` in [0, 1).
+        nesterov: use Nesterov momentum.
+        velocity_form: ``'unscaled'`` (``eta`` outside the velocity) or
+            ``'scaled'`` (velocity holds ``eta``).
+        momentum_correction: apply ``c = eta / eta_old`` in the scaled form;
+            ignored by the unscaled form, which needs none.
+        l2_weight_decay: ``lambda`` >= 0, added to the gradient.
+        decay_bias: also decay ``bias`` variables.
+        name: optimizer name.
+        **kwargs: passed to ``keras.optimizers.Optimizer`` (e.g. ``clipnorm``);
+            ``weight_decay`` (decoupled decay) is refused.
+
+    Raises:
+        ValueError: on an unknown ``velocity_form``, ``momentum`` outside
+            [0, 1), a negative ``l2_weight_decay`` or a ``weight_decay``.
+    """
+
+    def __init__(self,
+                 learning_rate=0.1,
+                 momentum=0.9,
+                 nesterov=False,
+                 velocity_form="unscaled",
+                 momentum_correction=True,
+                 l2_weight_decay=1e-4,
+                 decay_bias=False,
+                 name="momentum_sgd",
+                 **kwargs):
+        momentum = _check_momentum(momentum)
+        velocity_form = _check_velocity_form(velocity_form)
+        l2_weight_decay = _check_l2_weight_decay(l2_weight_decay)
+        _check_no_decoupled_decay(kwargs)
+        super().__init__(
+            learning_rate=_as_learning_rate(learning_rate), name=name, **kwargs)
+        self.momentum = momentum
+        self.nesterov = bool(nesterov)
+        self.velocity_form = velocity_form
+        self.momentum_correction = bool(momentum_correction)
+        self.l2_weight_decay = l2_weight_decay
+        self.decay_bias = bool(decay_bias)
+
+    @property
+    def _tracks_velocity_rate(self):
+        """Whether the per-variable ``eta_old`` slots are needed."""
+        return self.velocity_form == "scaled" and self.momentum_correction
+
+    def build(self, var_list):
+        """Creates the velocity slots (and ``eta_old`` slots if needed).
+
+        Args:
+            var_list: the trainable ``keras.Variable``s to optimise.
+        """
+        if self.built:
+            return
+        super().build(var_list)
+        self._velocities = [
+            self.add_variable_from_reference(v, name="velocity")
+            for v in var_list
+        ]
+        self._decays = [decays_variable(v, self.decay_bias) for v in var_list]
+        self._velocity_rates = []
+        if self._tracks_velocity_rate:
+            self._velocity_rates = [
+                self._add_rate_slot(v) for v in var_list
+            ]
+
+    def _add_rate_slot(self, reference):
+        """Adds a scalar slot, initially 0, for ``eta_old`` of ``reference``."""
+        with self._colocated_with(reference):
+            return self.add_variable(
+                shape=(),
+                initializer="zeros",
+                dtype=reference.dtype,
+                name=_slot_name(reference, "velocity_rate"),
+            )
+
+    def _colocated_with(self, reference):
+        """Colocates new slots with ``reference`` under tf.distribute."""
+        strategy = getattr(self, "_distribution_strategy", None)
+        if strategy is None:
+            return contextlib.nullcontext()
+        if isinstance(reference, keras.Variable):
+            reference = reference.value
+        return strategy.extended.colocate_vars_with(reference)
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Applies one update to ``variable`` (see the class docstring).
+
+        Args:
+            gradient: the all-reduced gradient of ``variable``.
+            variable: the variable (under tf.distribute, one replica's copy,
+                a ``tf.Variable`` named e.g. ``kernel/replica_1:0``; the decay
+                decision is therefore made at build time from the Keras
+                variable).
+            learning_rate: ``eta`` for this step.
+        """
+        index = self._get_variable_index(variable)
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = self._l2_regularised(gradient, variable, index)
+        if self.velocity_form == "unscaled":
+            self._unscaled_update(gradient, variable, lr, index)
+        else:
+            self._scaled_update(gradient, variable, lr, index)
+
+    def _l2_regularised(self, gradient, variable, index):
+        """Returns ``g + lambda * w`` if the variable decays, else ``g``."""
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = tf.convert_to_tensor(gradient)
+        gradient = ops.cast(gradient, variable.dtype)
+        if not self._decays[index] or self.l2_weight_decay == 0.0:
+            return gradient
+        decay = ops.cast(self.l2_weight_decay, variable.dtype)
+        return gradient + decay * variable
+
+    def _unscaled_update(self, gradient, variable, lr, index):
+        """``u <- m*u + g``; ``w <- w - eta*u`` (Nesterov ``eta*(g + m*u)``)."""
+        velocity = self._velocities[index]
+        m = ops.cast(self.momentum, variable.dtype)
+        new_velocity = m * velocity + gradient
+        self.assign(velocity, new_velocity)
+        if self.nesterov:
+            step = gradient + m * new_velocity
+        else:
+            step = new_velocity
+        self.assign_sub(variable, lr * step)
+
+    def _scaled_update(self, gradient, variable, lr, index):
+        """``v <- m*c*v + eta*g``; ``w <- w - v`` (Nesterov ``m*v + eta*g``)."""
+        velocity = self._velocities[index]
+        m = ops.cast(self.momentum, variable.dtype)
+        carried = m
+        if self._tracks_velocity_rate:
+            rate = self._velocity_rates[index]
+            carried = m * momentum_correction_factor(lr, rate)
+            self.assign(rate, lr)
+        new_velocity = carried * velocity + lr * gradient
+        self.assign(velocity, new_velocity)
+        if self.nesterov:
+            step = m * new_velocity + lr * gradient
+        else:
+            step = new_velocity
+        self.assign_sub(variable, step)
+
+    def get_config(self):
+        """Returns the constructor arguments (base ones included)."""
+        config = super().get_config()
+        config.update({
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "velocity_form": self.velocity_form,
+            "momentum_correction": self.momentum_correction,
+            "l2_weight_decay": self.l2_weight_decay,
+            "decay_bias": self.decay_bias,
+        })
+        return config
+
+
+@gin.configurable
+def build_optimizer(learning_rate,
+                    momentum=0.9,
+                    nesterov=False,
+                    velocity_form="unscaled",
+                    momentum_correction=True,
+                    l2_weight_decay=1e-4,
+                    decay_bias=False):
+    """Builds the paper's optimiser (R5-R7): momentum SGD with L2 decay.
+
+    Args:
+        learning_rate: float, ``LearningRateSchedule`` or callable (e.g. the
+            linearly scaled rate with gradual warmup, R1/R2).
+        momentum: ``m``, 0.9 in the paper.
+        nesterov: Nesterov momentum (the paper's choice; plain momentum is
+            "equally effective").
+        velocity_form: ``'unscaled'`` or ``'scaled'`` (see ``MomentumSGD``).
+        momentum_correction: correct the scaled velocity on rate changes.
+        l2_weight_decay: ``lambda``, 1e-4 in the paper (not scaled with kn).
+        decay_bias: also decay ``bias`` variables.
+
+    Returns:
+        A ``MomentumSGD``.
+    """
+    return MomentumSGD(
+        learning_rate=learning_rate,
+        momentum=momentum,
+        nesterov=nesterov,
+        velocity_form=velocity_form,
+        momentum_correction=momentum_correction,
+        l2_weight_decay=l2_weight_decay,
+        decay_bias=decay_bias,
+    )

@@ -1,0 +1,44 @@
+"""What a run leaves in model_dir besides checkpoints and event files."""
+
+import json
+import os
+
+import gin
+import tensorflow as tf
+
+OPERATIVE_CONFIG = "operative_config.gin"
+METRICS = "metrics.json"
+
+
+def _atomic_write(path, text):
+    """Writes via a temporary file and a rename, so no half-written file."""
+    tmp = f"{path}.tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_operative_config(model_dir, summary_dir, step):
+    """Saves gin's operative config to model_dir and as TensorBoard text."""
+    config = gin.operative_config_str()
+    _atomic_write(os.path.join(model_dir, OPERATIVE_CONFIG), config)
+    writer = tf.summary.create_file_writer(summary_dir)
+    with writer.as_default():
+        markdown = "\n".join("    " + line for line in config.splitlines())
+        tf.summary.text("gin/operative_config", markdown, step=step)
+    writer.close()
+
+
+def read_metrics(model_dir):
+    """The metrics.json of an earlier run, or {} if there is none."""
+    path = os.path.join(model_dir, METRICS)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def write_metrics(model_dir, metrics):
+    """Writes metrics.json (sorted keys, atomically)."""
+    _atomic_write(os.path.join(model_dir, METRICS),
+                  json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,562 @@
+"""Learning-rate scaling and per-iteration schedules (Goyal et al., 2017).
+
+Implements rows R1-R4 of /work/shared/PAPER.md (arXiv:1706.02677):
+
+* R1, the linear scaling rule (Sec. 2.1), plus the square-root and "no scaling"
+  variants used in the paper's ablations.
+* R2, gradual warmup (Sec. 2.2): start at the kn=256 rate and add a constant
+  amount every iteration until the scaled rate is reached after 5 epochs.
+* R3, constant warmup (the ablation of Sec. 2.2).
+* R4, step decay: divide the rate by 10 at epochs 30, 60 and 80 of 90.
+
+All schedules are Keras 3 ``LearningRateSchedule`` objects evaluated per
+iteration: the ``step`` argument is the optimizer iteration counter. Every
+duration is given in epochs and converted to iterations by exactly one helper,
+:func:`epochs_to_steps`, so that boundaries are consistent everywhere. Decay
+boundaries are absolute epochs from the start of training (warmup included),
+as in the paper.
+"""
+
+import math
+
+import gin
+import keras
+import tensorflow as tf
+
+_SCALINGS = ("linear", "sqrt", "none")
+_WARMUPS = ("gradual", "constant", "none")
+_DECAYS = ("step", "cosine", "constant")
+
+_LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+# --------------------------------------------------------------------------
+# Validation helpers.
+# --------------------------------------------------------------------------
+
+
+def _finite_number(name, value):
+    """Returns ``value`` as a Python float, checking it is a finite number.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: The value to check.
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: If ``value`` is not a finite real number.
+    """
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(result):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return result
+
+
+def _non_negative(name, value):
+    """Returns ``value`` as a float, checking it is finite and >= 0.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: The value to check.
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: If ``value`` is negative or not a finite number.
+    """
+    result = _finite_number(name, value)
+    if result < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return result
+
+
+def _positive(name, value):
+    """Returns ``value`` as a float, checking it is finite and > 0.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: The value to check.
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: If ``value`` is not a finite number > 0.
+    """
+    result = _finite_number(name, value)
+    if result <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return result
+
+
+def _check_choice(name, value, allowed):
+    """Checks that ``value`` is one of ``allowed``.
+
+    Args:
+        name: Argument name, used in the error message.
+        value: The value to check.
+        allowed: Tuple of allowed values.
+
+    Raises:
+        ValueError: If ``value`` is not in ``allowed``.
+    """
+    if value not in allowed:
+        raise ValueError(
+            f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
+
+
+def _check_schedule(value):
+    """Checks that ``value`` is a Keras ``LearningRateSchedule``.
+
+    Args:
+        value: The object passed as the post-warmup schedule.
+
+    Raises:
+        TypeError: If ``value`` is not a ``LearningRateSchedule``.
+    """
+    if not isinstance(value, _LearningRateSchedule):
+        raise TypeError(
+            "after must be a keras.optimizers.schedules.LearningRateSchedule, "
+            f"got {value!r}")
+
+
+def _float_step(step):
+    """Converts an optimizer iteration (any numeric tensor/variable) to float32.
+
+    Args:
+        step: Python number, tensor or variable of any int/float dtype and shape.
+
+    Returns:
+        A float32 tensor with the same shape as ``step``.
+    """
+    return tf.cast(tf.convert_to_tensor(step), tf.float32)
+
+
+# --------------------------------------------------------------------------
+# Epochs -> iterations, and the scaling rules (R1).
+# --------------------------------------------------------------------------
+
+
+def epochs_to_steps(epochs, steps_per_epoch):
+    """Converts a duration in epochs to a number of iterations.
+
+    This is the single place where epoch durations (warmup length, decay
+    boundaries, training length) become iteration counts. The product is
+    rounded to the nearest integer, halves rounding up.
+
+    Args:
+        epochs: Duration in epochs, >= 0 (may be fractional).
+        steps_per_epoch: Iterations per epoch, > 0 (may be fractional, e.g.
+            ``1281167 / 8192`` when the last partial batch is not dropped).
+
+    Returns:
+        The number of iterations as a Python int.
+
+    Raises:
+        ValueError: If ``epochs`` is negative or ``steps_per_epoch`` is not
+            positive (or either is not a finite number).
+    """
+    epochs = _non_negative("epochs", epochs)
+    steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
+    return int(math.floor(epochs * steps_per_epoch + 0.5))
+
+
+def scaled_learning_rate(global_batch_size, base_lr=0.1, base_batch_size=256,
+                         scaling="linear"):
+    """Scales a reference learning rate to a minibatch size.
+
+    The scalings are the ones compared in the paper (PAPER.md R1 and the
+    headline table; arXiv:1706.02677 Sec. 2.1 and Sec. 5):
+
+    * ``'linear'``: ``base_lr * kn / base_batch_size`` (the rule).
+    * ``'sqrt'``: ``base_lr * sqrt(kn / base_batch_size)``.
+    * ``'none'``: ``base_lr`` (not scaled).
+
+    Args:
+        global_batch_size: Total minibatch size kn over all workers, > 0.
+        base_lr: Learning rate for ``base_batch_size``, >= 0.
+        base_batch_size: Reference minibatch size, > 0.
+        scaling: One of ``'linear'``, ``'sqrt'``, ``'none'``.
+
+    Returns:
+        The scaled learning rate as a Python float.
+
+    Raises:
+        ValueError: For an unknown ``scaling`` or an invalid number.
+    """
+    _check_choice("scaling", scaling, _SCALINGS)
+    ratio = (_positive("global_batch_size", global_batch_size)
+             / _positive("base_batch_size", base_batch_size))
+    base_lr = _non_negative("base_lr", base_lr)
+    if scaling == "linear":
+        return base_lr * ratio
+    if scaling == "sqrt":
+        return base_lr * math.sqrt(ratio)
+    return base_lr
+
+
+@gin.configurable
+def linear_scaling_rule(global_batch_size, base_lr=0.1, base_batch_size=256):
+    """Linear scaling rule: eta = base_lr * kn / base_batch_size.
+
+    PAPER.md R1; arXiv:1706.02677 Sec. 2.1: "When the minibatch size is
+    multiplied by k, multiply the learning rate by k." With the paper's
+    reference eta = 0.1 for kn = 256, kn = 8192 gives eta = 3.2.
+
+    Args:
+        global_batch_size: Total minibatch size kn over all workers, > 0.
+        base_lr: Learning rate for ``base_batch_size``, >= 0.
+        base_batch_size: Reference minibatch size, > 0.
+
+    Returns:
+        The scaled learning rate as a Python float.
+
+    Raises:
+        ValueError: If an argument is not a valid number.
+    """
+    return scaled_learning_rate(global_batch_size, base_lr, base_batch_size,
+                                scaling="linear")
+
+
+# --------------------------------------------------------------------------
+# Schedules after warmup (R4 and alternatives).
+# --------------------------------------------------------------------------
+
+
+@gin.register
+@keras.saving.register_keras_serializable(package="tf_lbsgd")
+class StepDecay(_LearningRateSchedule):
+    """Step decay: lr = peak_lr * factor ** (number of boundaries passed).
+
+    PAPER.md R4; arXiv:1706.02677 Sec. 5.1: 90 epochs, the rate is divided by
+    10 at epochs 30, 60 and 80. A boundary at iteration b is already applied at
+    iteration b.
+
+    Args:
+        peak_lr: Rate before the first boundary, >= 0.
+        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
+        boundaries_epochs: Increasing decay epochs, absolute from the start of
+            training; converted with :func:`epochs_to_steps`.
+        factor: Multiplier applied at each boundary, > 0.
+
+    Raises:
+        ValueError: For invalid numbers or non-increasing boundaries.
+    """
+
+    def __init__(self, peak_lr, steps_per_epoch, boundaries_epochs=(30, 60, 80),
+                 factor=0.1):
+        super().__init__()
+        self.peak_lr = _non_negative("peak_lr", peak_lr)
+        self.steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
+        self.boundaries_epochs = tuple(boundaries_epochs)
+        self.factor = _positive("factor", factor)
+        for earlier, later in zip(self.boundaries_epochs, self.boundaries_epochs[1:]):
+            if not later > earlier:
+                raise ValueError(
+                    "boundaries_epochs must be strictly increasing, got "
+                    f"{self.boundaries_epochs!r}")
+        self.boundary_steps = tuple(
+            epochs_to_steps(e, self.steps_per_epoch) for e in self.boundaries_epochs)
+        self._values = tuple(self.peak_lr * self.factor ** i
+                             for i in range(len(self.boundary_steps) + 1))
+
+    def __call__(self, step):
+        """Returns the float32 rate at iteration ``step`` (elementwise)."""
+        step = _float_step(step)
+        boundaries = tf.constant(self.boundary_steps, dtype=tf.float32,
+                                 shape=[len(self.boundary_steps)])
+        passed = tf.reduce_sum(
+            tf.cast(tf.expand_dims(step, -1) >= boundaries, tf.int32), axis=-1)
+        return tf.gather(tf.constant(self._values, dtype=tf.float32), passed)
+
+    def get_config(self):
+        """Returns the constructor arguments as a JSON-serialisable dict."""
+        return {
+            "peak_lr": self.peak_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "boundaries_epochs": list(self.boundaries_epochs),
+            "factor": self.factor,
+        }
+
+
+@gin.register
+@keras.saving.register_keras_serializable(package="tf_lbsgd")
+class CosineDecay(_LearningRateSchedule):
+    """Half-cosine decay from ``peak_lr`` at step 0 to ``final_lr`` at the end.
+
+    lr(t) = final_lr + (peak_lr - final_lr) * (1 + cos(pi * min(t, T) / T)) / 2
+    with T = epochs_to_steps(total_epochs, steps_per_epoch); constant
+    ``final_lr`` after T. Not in the paper; offered as an alternative decay.
+
+    Args:
+        peak_lr: Rate at step 0, >= 0.
+        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
+        total_epochs: Length of the decay in epochs (at least one iteration).
+        final_lr: Rate at and after step T, >= 0.
+
+    Raises:
+        ValueError: For invalid numbers or a decay shorter than one iteration.
+    """
+
+    def __init__(self, peak_lr, steps_per_epoch, total_epochs, final_lr=0.0):
+        super().__init__()
+        self.peak_lr = _non_negative("peak_lr", peak_lr)
+        self.steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
+        self.total_epochs = _non_negative("total_epochs", total_epochs)
+        self.final_lr = _non_negative("final_lr", final_lr)
+        self.total_steps = epochs_to_steps(self.total_epochs, self.steps_per_epoch)
+        if self.total_steps < 1:
+            raise ValueError(
+                f"total_epochs={total_epochs!r} is shorter than one iteration at "
+                f"steps_per_epoch={steps_per_epoch!r}")
+
+    def __call__(self, step):
+        """Returns the float32 rate at iteration ``step`` (elementwise)."""
+        total = float(self.total_steps)
+        progress = tf.minimum(_float_step(step), total) / total
+        cosine = 0.5 * (1.0 + tf.cos(math.pi * progress))
+        return self.final_lr + (self.peak_lr - self.final_lr) * cosine
+
+    def get_config(self):
+        """Returns the constructor arguments as a JSON-serialisable dict."""
+        return {
+            "peak_lr": self.peak_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_epochs": self.total_epochs,
+            "final_lr": self.final_lr,
+        }
+
+
+@gin.register
+@keras.saving.register_keras_serializable(package="tf_lbsgd")
+class ConstantLR(_LearningRateSchedule):
+    """A constant rate ``peak_lr`` at every iteration.
+
+    Args:
+        peak_lr: The rate, >= 0.
+
+    Raises:
+        ValueError: If ``peak_lr`` is negative or not a finite number.
+    """
+
+    def __init__(self, peak_lr):
+        super().__init__()
+        self.peak_lr = _non_negative("peak_lr", peak_lr)
+
+    def __call__(self, step):
+        """Returns the float32 rate at iteration ``step`` (elementwise)."""
+        return tf.fill(tf.shape(_float_step(step)), tf.constant(self.peak_lr, tf.float32))
+
+    def get_config(self):
+        """Returns the constructor arguments as a JSON-serialisable dict."""
+        return {"peak_lr": self.peak_lr}
+
+
+# --------------------------------------------------------------------------
+# Warmup wrappers (R2, R3).
+# --------------------------------------------------------------------------
+
+
+class _Warmup(_LearningRateSchedule):
+    """Common part of the warmup wrappers: a warmup phase, then ``after``.
+
+    Args:
+        after: Schedule used from iteration W on, evaluated at the absolute
+            iteration (so its boundaries count from the start of training).
+        start_lr: Rate at iteration 0, >= 0.
+        warmup_epochs: Warmup length in epochs, >= 0 (0 means no warmup).
+        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
+
+    Raises:
+        TypeError: If ``after`` is not a ``LearningRateSchedule``.
+        ValueError: For invalid numbers.
+    """
+
+    def __init__(self, after, start_lr, warmup_epochs, steps_per_epoch):
+        super().__init__()
+        _check_schedule(after)
+        self.after = after
+        self.start_lr = _non_negative("start_lr", start_lr)
+        self.warmup_epochs = _non_negative("warmup_epochs", warmup_epochs)
+        self.steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
+        self.warmup_steps = epochs_to_steps(self.warmup_epochs, self.steps_per_epoch)
+
+    def _warmup_lr(self, step):
+        """Returns the float32 warmup rate at float32 ``step`` (< W)."""
+        raise NotImplementedError
+
+    def __call__(self, step):
+        """Returns the float32 rate at iteration ``step`` (elementwise)."""
+        after_lr = tf.cast(self.after(step), tf.float32)
+        if self.warmup_steps == 0:
+            return after_lr
+        step = _float_step(step)
+        return tf.where(step < float(self.warmup_steps), self._warmup_lr(step), after_lr)
+
+    def get_config(self):
+        """Returns the constructor arguments; ``after`` is Keras-serialised."""
+        return {
+            "after": keras.optimizers.schedules.serialize(self.after),
+            "start_lr": self.start_lr,
+            "warmup_epochs": self.warmup_epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds the schedule, deserialising the nested ``after`` schedule.
+
+        Args:
+            config: A dict as returned by :meth:`get_config`.
+
+        Returns:
+            A new instance of ``cls``.
+        """
+        config = dict(config)
+        if isinstance(config["after"], dict):
+            config["after"] = keras.optimizers.schedules.deserialize(config["after"])
+        return cls(**config)
+
+
+@gin.register
+@keras.saving.register_keras_serializable(package="tf_lbsgd")
+class GradualWarmup(_Warmup):
+    """Gradual (linear) warmup into another schedule.
+
+    PAPER.md R2; arXiv:1706.02677 Sec. 2.2: start from the kn=256 rate and add
+    a constant amount every iteration so that the post-warmup rate is reached
+    after 5 epochs. With W = epochs_to_steps(warmup_epochs, steps_per_epoch):
+
+    * t < W: lr = start_lr + (after(W) - start_lr) * t / W, so lr(0) = start_lr
+      and the line ends at after(W) at t = W;
+    * t >= W: lr = after(t).
+
+    W = 0 means no warmup (``after`` is used from the first iteration).
+
+    Args:
+        after: Post-warmup schedule, evaluated at the absolute iteration.
+        start_lr: Rate at iteration 0, >= 0.
+        warmup_epochs: Warmup length in epochs, >= 0.
+        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
+
+    Raises:
+        TypeError: If ``after`` is not a ``LearningRateSchedule``.
+        ValueError: For invalid numbers.
+    """
+
+    def _warmup_lr(self, step):
+        """Returns the float32 warmup rate at float32 ``step`` (< W)."""
+        end_lr = tf.cast(self.after(tf.constant(self.warmup_steps)), tf.float32)
+        fraction = step / float(self.warmup_steps)
+        return self.start_lr + (end_lr - self.start_lr) * fraction
+
+
+@gin.register
+@keras.saving.register_keras_serializable(package="tf_lbsgd")
+class ConstantWarmup(_Warmup):
+    """Constant warmup into another schedule (the paper's ablation).
+
+    PAPER.md R3; arXiv:1706.02677 Sec. 2.2: lr = start_lr for t < W, then
+    lr = after(t), i.e. a jump at t = W, with
+    W = epochs_to_steps(warmup_epochs, steps_per_epoch).
+
+    Args:
+        after: Post-warmup schedule, evaluated at the absolute iteration.
+        start_lr: Rate during warmup, >= 0.
+        warmup_epochs: Warmup length in epochs, >= 0.
+        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
+
+    Raises:
+        TypeError: If ``after`` is not a ``LearningRateSchedule``.
+        ValueError: For invalid numbers.
+    """
+
+    def _warmup_lr(self, step):
+        """Returns the float32 warmup rate at float32 ``step`` (< W)."""
+        return tf.fill(tf.shape(step), tf.constant(self.start_lr, tf.float32))
+
+
+# --------------------------------------------------------------------------
+# The full recipe.
+# --------------------------------------------------------------------------
+
+
+def _build_decay(decay, peak_lr, steps_per_epoch, decay_epochs, decay_factor,
+                 total_epochs):
+    """Builds the post-warmup schedule named by ``decay``.
+
+    Args:
+        decay: One of ``'step'``, ``'cosine'``, ``'constant'``.
+        peak_lr: Rate at the start of the decay schedule.
+        steps_per_epoch: Iterations per epoch.
+        decay_epochs: Boundaries for ``'step'``.
+        decay_factor: Factor for ``'step'``.
+        total_epochs: Length of the ``'cosine'`` decay.
+
+    Returns:
+        A ``LearningRateSchedule``.
+    """
+    if decay == "step":
+        return StepDecay(peak_lr, steps_per_epoch, tuple(decay_epochs), decay_factor)
+    if decay == "cosine":
+        return CosineDecay(peak_lr, steps_per_epoch, total_epochs)
+    return ConstantLR(peak_lr)
+
+
+@gin.configurable
+def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1,
+                                 base_batch_size=256, scaling="linear",
+                                 warmup="gradual", warmup_epochs=5.0, decay="step",
+                                 decay_epochs=(30, 60, 80), decay_factor=0.1,
+                                 total_epochs=90.0):
+    """Builds the paper's learning-rate schedule (PAPER.md R1-R4).
+
+    The peak rate is ``scaled_learning_rate(global_batch_size, base_lr,
+    base_batch_size, scaling)``. Warmup starts from ``base_lr`` (the kn=256
+    rate: "start from eta") and all epochs are absolute from the start of
+    training.
+
+    Example, the paper's ImageNet 8k setting: ``global_batch_size=8192``,
+    ``steps_per_epoch=1281167 / 8192`` and the defaults give lr = 0.1 at
+    step 0, rising by a constant amount per iteration to 3.2 at the end of
+    the 5 warmup epochs (step 782), then 0.32 from epoch 30, 0.032 from
+    epoch 60 and 0.0032 from epoch 80 to the end of epoch 90.
+
+    Args:
+        global_batch_size: Total minibatch size kn over all workers, > 0.
+        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
+        base_lr: Rate for ``base_batch_size`` and warmup start rate.
+        base_batch_size: Reference minibatch size (256 in the paper).
+        scaling: ``'linear'`` (R1), ``'sqrt'`` or ``'none'``.
+        warmup: ``'gradual'`` (R2), ``'constant'`` (R3) or ``'none'``.
+        warmup_epochs: Warmup length in epochs.
+        decay: ``'step'`` (R4), ``'cosine'`` or ``'constant'``.
+        decay_epochs: Step-decay boundaries in epochs.
+        decay_factor: Step-decay multiplier.
+        total_epochs: Training length in epochs (length of the cosine decay).
+
+    Returns:
+        A Keras ``LearningRateSchedule`` evaluated per iteration.
+
+    Raises:
+        ValueError: For an unknown ``scaling``, ``warmup`` or ``decay`` name
+            (the message names the value and the allowed ones) or an invalid
+            number.
+    """
+    _check_choice("scaling", scaling, _SCALINGS)
+    _check_choice("warmup", warmup, _WARMUPS)
+    _check_choice("decay", decay, _DECAYS)
+    peak_lr = scaled_learning_rate(global_batch_size, base_lr, base_batch_size, scaling)
+    after = _build_decay(decay, peak_lr, steps_per_epoch, decay_epochs, decay_factor,
+                         total_epochs)
+    if warmup == "gradual":
+        return GradualWarmup(after, base_lr, warmup_epochs, steps_per_epoch)
+    if warmup == "constant":
+        return ConstantWarmup(after, base_lr, warmup_epochs, steps_per_epoch)
+    return after

@@ -1,0 +1,162 @@
+"""The orbit train and eval loops of synchronous large-minibatch SGD.
+
+One train step, on every replica at once under `strategy.run`:
+
+    logits = model(x_j, training=True)          # per-replica BN (R9)
+    loss_j = sum_i l(x_ij) / kn                 # global-batch normalisation (R8)
+    g = allreduce_sum_j grad(loss_j)            # inside optimizer.apply_gradients
+    w <- momentum SGD update with L2 decay (R5-R7), applied once, identically
+
+orbit runs `steps_per_loop` of these inside one `tf.function` (a
+`tf.while_loop` over a tensor step count), so the host syncs once per loop.
+"""
+
+import math
+import time
+
+import orbit
+import tensorflow as tf
+
+from tf_lbsgd import losses
+
+
+def _sum_variable(name, dtype=tf.float32):
+    """A per-replica accumulator that sums over replicas when read."""
+    return tf.Variable(0, dtype=dtype, trainable=False, name=name,
+                       synchronization=tf.VariableSynchronization.ON_READ,
+                       aggregation=tf.VariableAggregation.SUM)
+
+
+class _Accumulators:
+    """Named SUM-on-read counters; create under `strategy.scope()`."""
+
+    def __init__(self, names):
+        self.vars = {name: _sum_variable(name) for name in names}
+
+    def reset(self):
+        for var in self.vars.values():
+            var.assign(tf.zeros_like(var))
+
+    def add(self, **values):
+        for name, value in values.items():
+            self.vars[name].assign_add(tf.cast(value, tf.float32))
+
+    def read(self):
+        return {name: float(var.numpy()) for name, var in self.vars.items()}
+
+
+def top_k_correct(labels, logits, k, weights=None):
+    """Number of examples whose label is among the k largest logits."""
+    hit = tf.cast(tf.math.in_top_k(tf.cast(labels, tf.int32),
+                                   tf.cast(logits, tf.float32), k), tf.float32)
+    return tf.reduce_sum(hit if weights is None else hit * weights)
+
+
+def current_learning_rate(optimizer):
+    """The rate the optimizer applies at its current iteration."""
+    lr = optimizer.learning_rate
+    return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+
+class Trainer(orbit.StandardTrainer):
+    """Synchronous data-parallel SGD over all replicas of `strategy`.
+
+    Args:
+        strategy: the `tf.distribute.Strategy` (k replicas).
+        model: a Keras model returning logits.
+        optimizer: a Keras optimizer (it all-reduces gradients by summation).
+        train_dataset: a distributed dataset of (images, labels) per replica.
+        global_batch_size: kn, the divisor of every replica's loss (R8).
+        global_step: the tf.Variable step counter kept in the checkpoint.
+    """
+
+    def __init__(self, strategy, model, optimizer, train_dataset,
+                 global_batch_size, global_step):
+        super().__init__(train_dataset, orbit.StandardTrainerOptions(
+            use_tf_function=True, use_tf_while_loop=True))
+        self.strategy = strategy
+        self.model = model
+        self.optimizer = optimizer
+        self.global_batch_size = global_batch_size
+        self.global_step = global_step
+        with strategy.scope():
+            self.sums = _Accumulators(["loss", "correct", "examples"])
+        self._loop_start = None
+
+    def train_loop_begin(self):
+        self.sums.reset()
+        self._loop_start = time.time()
+
+    def _replica_step(self, images, labels):
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            per_example = losses.per_example_cross_entropy(labels, logits)
+            loss = losses.global_batch_loss(per_example, self.global_batch_size)
+        variables = self.model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self.sums.add(loss=loss, correct=top_k_correct(labels, logits, 1),
+                      examples=tf.shape(labels)[0])
+
+    def train_step(self, iterator):
+        images, labels = next(iterator)
+        self.strategy.run(self._replica_step, args=(images, labels))
+        self.global_step.assign_add(1)
+
+    def train_loop_end(self):
+        sums = self.sums.read()
+        seconds = time.time() - self._loop_start
+        steps = sums["examples"] / self.global_batch_size
+        loss = sums["loss"] / max(steps, 1)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"Training loss is {loss} at step "
+                f"{int(self.global_step.numpy())}; stopping before the "
+                f"checkpoint is overwritten")
+        return {
+            "train/loss": loss,
+            "train/top1_error": 1.0 - sums["correct"] / max(sums["examples"], 1),
+            "train/learning_rate": current_learning_rate(self.optimizer),
+            "train/examples_per_second": sums["examples"] / max(seconds, 1e-9),
+        }
+
+
+class Evaluator(orbit.StandardEvaluator):
+    """Loss, top-1 and top-5 error over the whole evaluation set.
+
+    The evaluation dataset yields (images, labels, weights) with weight 0 on
+    the padding that fills the last global batch, so every example counts
+    exactly once however many replicas share the work.
+    """
+
+    def __init__(self, strategy, model, eval_dataset):
+        super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(
+            use_tf_function=True))
+        self.strategy = strategy
+        self.model = model
+        with strategy.scope():
+            self.sums = _Accumulators(["loss", "top1", "top5", "examples"])
+
+    def eval_begin(self):
+        self.sums.reset()
+
+    def _replica_step(self, images, labels, weights):
+        logits = self.model(images, training=False)
+        per_example = losses.per_example_cross_entropy(labels, logits)
+        self.sums.add(loss=tf.reduce_sum(per_example * weights),
+                      top1=top_k_correct(labels, logits, 1, weights),
+                      top5=top_k_correct(labels, logits, 5, weights),
+                      examples=tf.reduce_sum(weights))
+
+    def eval_step(self, iterator):
+        self.strategy.run(self._replica_step, args=next(iterator))
+
+    def eval_end(self):
+        sums = self.sums.read()
+        count = max(sums["examples"], 1.0)
+        return {
+            "eval/loss": sums["loss"] / count,
+            "eval/top1_error": 1.0 - sums["top1"] / count,
+            "eval/top5_error": 1.0 - sums["top5"] / count,
+            "eval/examples": sums["examples"],
+        }
