@@ -11,6 +11,8 @@ import numpy as np
 import orbit
 import tensorflow as tf
 
+from tf_lbsgd import distribute
+
 from tf_lbsgd import optimizers
 from tf_lbsgd import schedules
 from tf_lbsgd.models.resnet_cifar import resnet_cifar
@@ -48,8 +50,7 @@ def _train(strategy, bn_group_size, initial_weights):
 def test_k_replicas_equal_ghost_batch_single_replica():
     initial = resnet_cifar(input_shape=(12, 12, 1), depth=8,
                            width=8).get_weights()
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:K]]
-    mirrored, out_k = _train(tf.distribute.MirroredStrategy(devices), None,
+    mirrored, out_k = _train(distribute.logical_cpu_strategy(K), None,
                              initial)
     ghost, out_1 = _train(tf.distribute.get_strategy(), N, initial)
     moved = 0.0

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_lbsgd import distribute
+
 from tf_lbsgd import losses
 
 
@@ -48,8 +50,7 @@ def test_dividing_by_local_batch_would_be_k_times_too_large():
 def test_allreduce_of_replica_losses_under_mirrored_strategy():
     w0, x, y = _model_and_batch(seed=1)
     k = 4
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:k]]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = distribute.logical_cpu_strategy(k)
     with strategy.scope():
         w = tf.Variable(w0.numpy())
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))

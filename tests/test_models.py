@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_lbsgd import distribute
+
 from tf_lbsgd.models import layers
 from tf_lbsgd.models.resnet_cifar import resnet_cifar
 
@@ -48,8 +50,7 @@ def test_inference_uses_moving_statistics():
 def test_per_replica_statistics_are_not_synced_and_moving_stats_average():
     """R9: each replica normalises with its own moments (no cross-replica BN)."""
     k = 4
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:k]]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = distribute.logical_cpu_strategy(k)
     with strategy.scope():
         bn = layers.WorkerBatchNorm(momentum=0.0)
         bn.build((None, 2))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_lbsgd import distribute
 from tf_lbsgd.data import sharding
 from tf_lbsgd.data import source
 
@@ -124,8 +125,7 @@ def test_errors_name_the_bad_values():
 def test_mirrored_strategy_hands_elements_round_robin(num_replicas):
     """Replica q of step s receives positions s*B + q*n ... (module docstring)."""
     num_examples, n, num_steps = 11, 2, 3
-    strategy = tf.distribute.MirroredStrategy(
-        [f"/cpu:{i}" for i in range(num_replicas)])
+    strategy = distribute.logical_cpu_strategy(num_replicas)
     contexts = []
 
     def dataset_fn(input_context):

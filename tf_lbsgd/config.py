@@ -1,5 +1,7 @@
 """Finding and parsing gin files; importing every gin-registered module."""
 
+import contextlib
+import logging
 import os
 import sys
 
@@ -37,6 +39,24 @@ def resolve_gin_file(name):
                             f"{', '.join(candidates)}")
 
 
+class _DropGinSearchMisses(logging.Filter):
+    """Hides gin's 'Path not found' while it tries each search path."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("Path not found")
+
+
+@contextlib.contextmanager
+def _quiet_gin_search():
+    logger = logging.getLogger()  # gin logs through the root logger.
+    noise = _DropGinSearchMisses()
+    logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        logger.removeFilter(noise)
+
+
 def parse(gin_files, gin_bindings=None):
     """Parses gin files then bindings; errors name the offending binding.
 
@@ -49,8 +69,9 @@ def parse(gin_files, gin_bindings=None):
         if os.path.isdir(directory):
             gin.add_config_file_search_path(directory)
     try:
-        gin.parse_config_files_and_bindings(paths, gin_bindings or [],
-                                            finalize_config=False)
+        with _quiet_gin_search():
+            gin.parse_config_files_and_bindings(paths, gin_bindings or [],
+                                                finalize_config=False)
     except ValueError as e:
         raise ValueError(f"bad gin configuration: {e}") from e
     except Exception as e:  # gin raises several parser error types.

@@ -58,9 +58,23 @@ def _mirrored(num_replicas):
     if tf.config.list_physical_devices("GPU"):
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = gpus[:num_replicas] if num_replicas else gpus
-    else:
-        devices = ensure_logical_cpus(num_replicas or 1)
-    return tf.distribute.MirroredStrategy(devices)
+        return tf.distribute.MirroredStrategy(devices)
+    return logical_cpu_strategy(num_replicas or 1)
+
+
+def logical_cpu_strategy(num_replicas):
+    """MirroredStrategy over `num_replicas` logical CPUs: k simulated workers.
+
+    Gradients are summed on the first device and broadcast
+    (`ReductionToOneDevice`): on one host's memory that is the cheapest
+    allreduce, and unlike the default collective ops it lets several such
+    strategies coexist in one process (collective instance keys of separate
+    strategies collide otherwise, tensorflow/tensorflow#61314).
+    """
+    devices = ensure_logical_cpus(num_replicas)
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice(
+            reduce_to_device=devices[0]))
 
 
 def validate_tf_config(env=None):

@@ -1,0 +1,97 @@
+"""End to end through the real CLI: outputs, resume, and bad input."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+SMALL = [  # k = 2 simulated workers x n = 32: 937.5 steps per epoch.
+    "--gin_bindings=build_strategy.num_replicas = 2",
+    "--gin_bindings=train_lib.run.steps_per_loop = 2",
+    "--gin_bindings=train_lib.run.eval_every_epochs = 0",
+    "--gin_bindings=train_lib.run.checkpoint_every_steps = 2",
+]
+TRAIN_TAGS = {"train/loss", "train/top1_error", "train/learning_rate",
+              "train/examples_per_second"}
+EVAL_TAGS = {"eval/loss", "eval/top1_error", "eval/top5_error"}
+
+
+def _cli(model_dir, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "tf_lbsgd", f"--model_dir={model_dir}", *args],
+        capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+def _tags(directory):
+    tags = set()
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("run") / "model")
+    result = _cli(model_dir, *SMALL,
+                  "--gin_bindings=train_lib.run.epochs = 0.004")  # 4 steps
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result
+
+
+def test_writes_events_checkpoint_config_and_metrics(first_run):
+    model_dir, result = first_run
+    assert TRAIN_TAGS <= _tags(os.path.join(model_dir, "train"))
+    assert "gin/operative_config" in _tags(os.path.join(model_dir, "train"))
+    assert EVAL_TAGS <= _tags(os.path.join(model_dir, "eval"))
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-4")
+    with open(os.path.join(model_dir, "operative_config.gin")) as f:
+        config = f.read()
+    assert "build_strategy.num_replicas = 2" in config
+    assert "run.epochs = 0.004" in config
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["global_step"] == 4
+    assert metrics["global_batch_size"] == 64
+    assert metrics["num_replicas"] == 2
+    assert metrics["train_wall_time_s"] > 0
+    assert metrics["examples_per_second"] > 0
+    assert metrics["eval"]["examples"] == 10000
+    assert 0.0 <= metrics["eval"]["top1_error"] <= 1.0
+    assert metrics["eval"]["top1_accuracy"] == pytest.approx(
+        1 - metrics["eval"]["top1_error"])
+    assert "step 4/4" in result.stdout  # The progress display.
+
+
+def test_second_run_resumes_and_a_finished_run_does_no_more(first_run):
+    model_dir, _ = first_run
+    result = _cli(model_dir, *SMALL, "--mode=train",
+                  "--gin_bindings=train_lib.run.epochs = 0.008")  # 8 steps
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 6/8" in result.stdout and "step 2/8" not in result.stdout
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-8")
+    again = _cli(model_dir, *SMALL, "--mode=eval",
+                 "--gin_bindings=train_lib.run.epochs = 0.008")
+    assert again.returncode == 0, again.stderr[-3000:]
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        assert json.load(f)["global_step"] == 8
+
+
+def test_unknown_gin_binding_fails_before_writing(tmp_path):
+    model_dir = tmp_path / "never"
+    result = _cli(model_dir, "--gin_bindings=train_lib.run.epochz = 2")
+    assert result.returncode == 2
+    assert "epochz" in result.stderr
+    assert not model_dir.exists()
+
+
+def test_unknown_gin_file_names_it(tmp_path):
+    result = _cli(tmp_path / "never", "--gin_file=no_such_config")
+    assert result.returncode == 2
+    assert "no_such_config" in result.stderr
+    assert not (tmp_path / "never").exists()

@@ -1,0 +1,61 @@
+"""Strategy construction, TF_CONFIG checks and batch-size validation."""
+
+import json
+
+import pytest
+import tensorflow as tf
+
+from tf_lbsgd import distribute
+from tf_lbsgd import train_lib
+
+
+def test_mirrored_over_logical_cpus():
+    strategy = distribute.build_strategy("mirrored", num_replicas=4)
+    assert strategy.num_replicas_in_sync == 4
+    assert distribute.is_chief(strategy)
+
+
+def test_default_and_one_device():
+    assert distribute.build_strategy("default").num_replicas_in_sync == 1
+    one = distribute.build_strategy("one_device")
+    assert isinstance(one, tf.distribute.OneDeviceStrategy)
+
+
+def test_too_many_logical_cpus_after_initialisation():
+    with pytest.raises(RuntimeError, match="64 logical CPU devices requested"):
+        distribute.ensure_logical_cpus(64)
+
+
+def test_unknown_kind():
+    with pytest.raises(ValueError, match="'mirorred'"):
+        distribute.build_strategy("mirorred")
+
+
+@pytest.mark.parametrize("raw,message", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"task": {"type": "worker", "index": 0}}), "no 'cluster'"),
+    (json.dumps({"cluster": {"worker": ["a:1"]},
+                 "task": {"type": "worker", "index": 3}}), "index 3"),
+    (json.dumps({"cluster": {"worker": ["a:1"]},
+                 "task": {"type": "ps", "index": 0}}), "'ps'"),
+])
+def test_bad_tf_config(raw, message):
+    with pytest.raises(ValueError, match=message):
+        distribute.validate_tf_config({"TF_CONFIG": raw})
+
+
+def test_good_tf_config():
+    raw = json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                      "task": {"type": "worker", "index": 1}})
+    assert distribute.validate_tf_config({"TF_CONFIG": raw})["task"]["index"] == 1
+    assert distribute.validate_tf_config({}) == {}
+
+
+def test_batch_sizes():
+    assert train_lib.resolve_batch_sizes(8, 32, None) == (32, 256)
+    assert train_lib.resolve_batch_sizes(8, None, 256) == (32, 256)
+    with pytest.raises(ValueError, match="global batch 250 is not divisible "
+                                         "by 8 replicas"):
+        train_lib.resolve_batch_sizes(8, None, 250)
+    with pytest.raises(ValueError, match="per_replica_batch_size is 16"):
+        train_lib.resolve_batch_sizes(8, 16, 256)
