@@ -95,3 +95,18 @@ def test_unknown_gin_file_names_it(tmp_path):
     assert result.returncode == 2
     assert "no_such_config" in result.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_missing_data_names_files_and_the_install_command(tmp_path):
+    result = _cli(tmp_path / "model",
+                  "--gin_bindings=fashion_mnist.data_dir = '/nonexistent/fm'")
+    assert result.returncode == 1
+    assert "/nonexistent/fm/train-images-idx3-ubyte.gz" in result.stderr
+    assert "apt-get install -y dataset-fashion-mnist" in result.stderr
+
+
+def test_helpfull_documents_the_flags():
+    result = subprocess.run([sys.executable, "-m", "tf_lbsgd", "--helpfull"],
+                            capture_output=True, text=True, check=False)
+    for flag in ("--gin_file", "--gin_bindings", "--model_dir", "--mode"):
+        assert flag in result.stdout

@@ -59,3 +59,12 @@ def test_batch_sizes():
         train_lib.resolve_batch_sizes(8, None, 250)
     with pytest.raises(ValueError, match="per_replica_batch_size is 16"):
         train_lib.resolve_batch_sizes(8, 16, 256)
+
+
+def test_eval_boundaries_follow_epochs_without_drift():
+    # 60000 / 256 = 234.375 steps per epoch, 5 epochs = 1172 steps.
+    assert train_lib._eval_boundaries(0, 1172, 1.0, 234.375) == [
+        234, 469, 703, 938, 1172]
+    assert train_lib._eval_boundaries(500, 1172, 1.0, 234.375) == [
+        703, 938, 1172]
+    assert train_lib._eval_boundaries(0, 1172, 0, 234.375) == [1172]

@@ -12,6 +12,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 DEFAULT_GIN_FILE = "experiments/fashion_mnist_default.gin"
 
@@ -47,7 +48,12 @@ def main(argv):
         print(f"tf-lbsgd: error: {e}", file=sys.stderr)
         return 2
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
-    metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
+    try:
+        metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
+    except FileNotFoundError as e:  # Missing data set or checkpoint.
+        logging.exception("tf-lbsgd failed")
+        print(f"tf-lbsgd: error: {e}", file=sys.stderr)
+        return 1
     print(f"metrics: {metrics}")
     return 0
 

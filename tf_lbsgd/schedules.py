@@ -58,18 +58,7 @@ def _finite_number(name, value):
 
 
 def _non_negative(name, value):
-    """Returns ``value`` as a float, checking it is finite and >= 0.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: The value to check.
-
-    Returns:
-        ``float(value)``.
-
-    Raises:
-        ValueError: If ``value`` is negative or not a finite number.
-    """
+    """Returns ``value`` as a float; ValueError naming it unless finite and >= 0."""
     result = _finite_number(name, value)
     if result < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
@@ -77,18 +66,7 @@ def _non_negative(name, value):
 
 
 def _positive(name, value):
-    """Returns ``value`` as a float, checking it is finite and > 0.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: The value to check.
-
-    Returns:
-        ``float(value)``.
-
-    Raises:
-        ValueError: If ``value`` is not a finite number > 0.
-    """
+    """Returns ``value`` as a float; ValueError naming it unless finite and > 0."""
     result = _finite_number(name, value)
     if result <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")

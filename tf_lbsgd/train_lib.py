@@ -84,9 +84,20 @@ def _datasets(run, n, seed, start_step):
     return train, evaluation
 
 
-def _eval_boundaries(start, total, interval):
-    """Steps at which to pause training for an evaluation."""
-    stops = list(range(interval, total, interval)) if interval else []
+def _eval_boundaries(start, total, every_epochs, steps_per_epoch):
+    """Steps at which to pause training for an evaluation: every
+    `every_epochs` epochs (rounded per boundary, so a fractional
+    steps_per_epoch does not drift) and at the end."""
+    stops = []
+    if every_epochs:
+        boundary = 1
+        while True:
+            step = schedules.epochs_to_steps(boundary * every_epochs,
+                                             steps_per_epoch)
+            if step >= total:
+                break
+            stops.append(step)
+            boundary += 1
     return [s for s in stops if s > start] + [total]
 
 
@@ -190,9 +201,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     eval_output = None
     seconds_before = float(run_.train_seconds.numpy())
     if mode != "eval":
-        interval = schedules.epochs_to_steps(eval_every_epochs,
-                                             run_.steps_per_epoch)
-        stops = _eval_boundaries(start_step, run_.total_steps, interval)
+        stops = _eval_boundaries(start_step, run_.total_steps,
+                                 eval_every_epochs, run_.steps_per_epoch)
         eval_output = _train(controller, run_, stops, mode == "train_and_eval")
     if mode == "eval" or (mode == "train_and_eval" and eval_output is None):
         eval_output = controller.evaluate(steps=-1)
