@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 SMALL = [  # k = 2 simulated workers x n = 32: 937.5 steps per epoch.
-    "--gin_bindings=build_strategy.num_replicas = 2",
+    "--gin_bindings=distribute.build_strategy.num_replicas = 2",
     "--gin_bindings=train_lib.run.steps_per_loop = 2",
     "--gin_bindings=train_lib.run.eval_every_epochs = 0",
     "--gin_bindings=train_lib.run.checkpoint_every_steps = 2",
@@ -65,6 +65,10 @@ def test_writes_events_checkpoint_config_and_metrics(first_run):
     assert 0.0 <= metrics["eval"]["top1_error"] <= 1.0
     assert metrics["eval"]["top1_accuracy"] == pytest.approx(
         1 - metrics["eval"]["top1_error"])
+    assert metrics["eval"]["top1_error_history"] == [
+        metrics["eval"]["top1_error"]]
+    assert metrics["eval"]["median5_top1_error"] == metrics["eval"]["top1_error"]
+    assert "eval/median5_top1_error" in _tags(os.path.join(model_dir, "eval"))
     assert "step 4/4" in result.stdout  # The progress display.
 
 
@@ -79,7 +83,10 @@ def test_second_run_resumes_and_a_finished_run_does_no_more(first_run):
                  "--gin_bindings=train_lib.run.epochs = 0.008")
     assert again.returncode == 0, again.stderr[-3000:]
     with open(os.path.join(model_dir, "metrics.json")) as f:
-        assert json.load(f)["global_step"] == 8
+        metrics = json.load(f)
+    assert metrics["global_step"] == 8
+    # The history carries over runs: the first run's eval, then this one's.
+    assert len(metrics["eval"]["top1_error_history"]) == 2
 
 
 def test_unknown_gin_binding_fails_before_writing(tmp_path):

@@ -4,6 +4,7 @@ import glob
 import os
 
 import gin
+import numpy as np
 import pytest
 
 from tf_lbsgd import config
@@ -28,21 +29,46 @@ def _call(name):
     return gin.query_parameter(name).scoped_configurable_fn()
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
-def test_experiment_builds(path):
-    config.parse([path])
+def _build(path, bindings=()):
+    """Parses `path` and builds data, model, schedule and optimizer."""
+    config.parse([path], list(bindings))
     data = _call("train_lib.run.data")
     model = gin.query_parameter("train_lib.run.model_fn").scoped_configurable_fn(
         input_shape=data.image_shape, num_classes=data.num_classes)
     assert model.output_shape == (None, data.num_classes)
     n = gin.query_parameter("train_lib.run.per_replica_batch_size")
-    k = gin.query_parameter("build_strategy.num_replicas")
+    kn = _maybe("train_lib.run.global_batch_size") or (
+        n * gin.query_parameter("distribute.build_strategy.num_replicas"))
     epochs = gin.query_parameter("train_lib.run.epochs")
     schedule = schedules.build_learning_rate_schedule(
-        global_batch_size=k * n, steps_per_epoch=data.num_train / (k * n),
+        global_batch_size=kn, steps_per_epoch=data.num_train / kn,
         total_epochs=epochs)
     optimizer = optimizers.build_optimizer(learning_rate=schedule)
     assert float(optimizer.learning_rate) > 0
+    return model
+
+
+def _maybe(name):
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if "imagenet" not in p],
+                         ids=os.path.basename)
+def test_experiment_builds(path):
+    _build(path)
+
+
+@pytest.mark.parametrize("name,params", [("resnet50_kn8k", 25557032),
+                                          ("resnet101_kn256", 44549160)])
+def test_imagenet_experiment_builds_on_synthetic_data(name, params):
+    """ImageNet itself is not here: the same gin, with synthetic data."""
+    path = os.path.join(GIN_DIR, "experiments", "imagenet", f"{name}.gin")
+    model = _build(path, ["train_lib.run.data = @synthetic_imagenet"])
+    assert sum(int(np.prod(v.shape))
+               for v in model.trainable_variables) == params
 
 
 def test_gin_file_found_by_name():

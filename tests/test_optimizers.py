@@ -317,9 +317,9 @@ def test_bad_arguments_raise_naming_the_value(kwargs, named):
 
 def test_build_optimizer_is_gin_configurable():
     gin.parse_config("""
-        build_optimizer.velocity_form = 'scaled'
-        build_optimizer.nesterov = True
-        build_optimizer.l2_weight_decay = 5e-5
+        optimizers.build_optimizer.velocity_form = 'scaled'
+        optimizers.build_optimizer.nesterov = True
+        optimizers.build_optimizer.l2_weight_decay = 5e-5
     """)
     opt = optimizers.build_optimizer(learning_rate=0.4)
     assert isinstance(opt, MomentumSGD)

@@ -283,7 +283,7 @@ def test_build_no_warmup_and_scalings():
 
 def test_build_through_gin():
     default = schedules.build_learning_rate_schedule(8192, SPE_8K)
-    gin.parse_config(["build_learning_rate_schedule.warmup = 'constant'"])
+    gin.parse_config(["schedules.build_learning_rate_schedule.warmup = 'constant'"])
     sched = schedules.build_learning_rate_schedule(8192, SPE_8K)
     assert isinstance(sched, schedules.ConstantWarmup)
     assert float(sched(400)) == pytest.approx(0.1)

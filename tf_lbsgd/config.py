@@ -13,7 +13,9 @@ from tf_lbsgd import optimizers  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd import schedules  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd import train_lib  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd.data import fashion_mnist  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd.data import imagenet  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd.models import resnet_cifar  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd.models import resnet_imagenet  # noqa: F401  pylint: disable=unused-import
 
 
 def gin_dirs():

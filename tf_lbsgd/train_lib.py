@@ -104,6 +104,7 @@ def _eval_boundaries(start, total, every_epochs, steps_per_epoch):
 def _metrics(run, global_batch, steps_done, seconds, eval_output):
     step = int(run.global_step.numpy())
     metrics = {
+        "skipped_images": source.num_skipped_images(run.data),
         "global_step": step,
         "epochs": step / run.steps_per_epoch,
         "global_batch_size": global_batch,
@@ -119,6 +120,7 @@ def _metrics(run, global_batch, steps_done, seconds, eval_output):
             "top5_error": eval_output["eval/top5_error"],
             "loss": eval_output["eval/loss"],
             "examples": eval_output["eval/examples"],
+            "median5_top1_error": eval_output["eval/median5_top1_error"],
         }
     return metrics
 
@@ -183,9 +185,13 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
             f"--mode=eval needs a checkpoint, but {model_dir} has none; train "
             f"first with --mode=train or train_and_eval")
     train_ds, eval_ds = _datasets(run_, n, seed, start_step)
-    trainer = Trainer(strategy, run_.model, run_.optimizer, train_ds,
-                      global_batch, run_.global_step)
-    evaluator = Evaluator(strategy, run_.model, eval_ds)
+    trainer = Trainer(
+        strategy, run_.model, run_.optimizer, train_ds, global_batch,
+        run_.global_step, extra_outputs=lambda: {
+            "data/skipped_images": source.num_skipped_images(run_.data)})
+    earlier = outputs.read_metrics(model_dir).get("eval", {})
+    evaluator = Evaluator(strategy, run_.model, eval_ds,
+                          history=earlier.get("top1_error_history"))
     controller = orbit.Controller(
         global_step=run_.global_step, trainer=trainer, evaluator=evaluator,
         strategy=strategy, steps_per_loop=steps_per_loop,
@@ -209,6 +215,10 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     steps_done = int(run_.global_step.numpy()) - start_step
     seconds = float(run_.train_seconds.numpy()) - seconds_before
     metrics = _metrics(run_, global_batch, steps_done, seconds, eval_output)
+    if eval_output:
+        metrics["eval"]["top1_error_history"] = evaluator.history
+    elif earlier:  # No evaluation now: keep the last one (and its history).
+        metrics["eval"] = earlier
     if not steps_done:  # Nothing trained now: keep the earlier throughput.
         metrics["examples_per_second"] = outputs.read_metrics(model_dir).get(
             "examples_per_second")

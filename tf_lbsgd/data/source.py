@@ -71,3 +71,16 @@ def check_divisible(global_batch_size, num_replicas):
         raise ValueError(f"global batch {global_batch_size} is not divisible by "
                          f"{num_replicas} replicas")
     return global_batch_size // num_replicas
+
+
+def num_skipped_images(data_source):
+    """Returns how many images `data_source` skipped so far (0 if it cannot).
+
+    Args:
+        data_source: Any `source.DataSource`.
+
+    Returns:
+        The count of `ImageNetSource.skipped`, else 0.
+    """
+    counter = getattr(data_source, "skipped", None)
+    return counter.value() if counter is not None else 0

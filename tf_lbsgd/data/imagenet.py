@@ -1,0 +1,482 @@
+"""ImageNet (TFDS `imagenet2012`) and synthetic ImageNet-shaped data sources.
+
+Preprocessing (PAPER.md R13, R14) uses the Model Garden's
+`official.vision.ops.preprocess_ops`, combined as in its classification
+parser (`official/vision/dataloaders/classification_input.py`):
+
+- training: the JPEG is decoded only inside a random crop of 8%..100% of the
+  area and aspect ratio 3/4..4/3 (`random_crop_image_v2`, i.e.
+  `decode_and_crop_jpeg`; if no crop is found, the centre crop of
+  `center_crop_image_v2`), flipped left-right at random, resized to
+  `image_size` x `image_size` and normalised per channel with the Model
+  Garden's ImageNet `MEAN_RGB` / `STDDEV_RGB`;
+- evaluation: the image is decoded, its shorter side resized to
+  `image_size * 256 / 224` (256 for 224) and the central `image_size` x
+  `image_size` square cropped, then normalised the same way.
+
+Corrupt images: TFDS is read with `SkipDecoding`, so the bytes are decoded
+here. Decoding a corrupt image raises an error inside the map function; the
+element is dropped by `ignore_errors` and counted in the data source's
+`SkipCounter`. A fused crop decode only reads the rows it crops, so a JPEG
+without its end-of-image marker (a truncated file) is also test-decoded at its
+last pixel before it is used. To count the dropped elements, each pass over
+the data is enumerated and closed by a sentinel element; after
+`ignore_errors` the gaps between the indices of consecutive survivors (up to
+the sentinel) are the skipped images. So the count of a pass is exact once
+the pass has ended; a corrupt training image is counted once per epoch.
+
+Sharding (R12): each input pipeline reads its own part of the training split
+(whole files with `tfds.ReadConfig(input_context=...)` when there are at
+least as many files as pipelines, else every W-th record), shuffles the files
+and a buffer of records with a fresh order every epoch, and batches per
+replica with `drop_remainder`. This is the usual streaming approximation of
+Remark 4's single shuffle divided among the workers. A run resumed at
+`start_step` > 0 starts a fresh shuffle (its seed mixes in `start_step`)
+rather than replaying the skipped part of the stream.
+Evaluation is one ordered pass: pipeline w takes records w, w + W, ... and
+pads with weight-0 examples to ceil(N / B) * R batches of n, the same count
+on every pipeline, so that the weighted sums count every example once.
+"""
+
+import dataclasses
+import math
+import os
+import zlib
+
+import gin
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from official.vision.ops import preprocess_ops
+
+from tf_lbsgd.data import imagenet_tfds
+from tf_lbsgd.data import sharding
+from tf_lbsgd.data import source
+
+NUM_CLASSES = imagenet_tfds.NUM_CLASSES
+NUM_TRAIN = 1281167
+NUM_EVAL = imagenet_tfds.NUM_VALIDATION
+# R14: the shorter side is resized to 256 for a 224 crop.
+EVAL_RESIZE_RATIO = 256 / 224
+CROP_AREA_RANGE = (0.08, 1.0)
+CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
+_JPEG_END_MARKER = b"\xff\xd9"
+
+
+class SkipCounter:
+    """Counts the images skipped because their bytes do not decode.
+
+    The int64 variable is created on first use (in a dataset function or
+    `value()`), on the host CPU, so that building a data source does not
+    initialise the TensorFlow runtime. Create the datasets outside
+    `strategy.scope()` (as `train_lib` does): inside, the variable would be
+    mirrored.
+    """
+
+    def __init__(self):
+        self._variable = None
+
+    @property
+    def variable(self):
+        """The int64 scalar `tf.Variable` holding the count."""
+        if self._variable is None:
+            with tf.init_scope(), tf.device("/cpu:0"):
+                self._variable = tf.Variable(
+                    0, dtype=tf.int64, trainable=False,
+                    name="skipped_images")
+        return self._variable
+
+    def value(self):
+        """Returns the number of skipped images so far, as a Python int."""
+        return int(self.variable.numpy())
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageNetSource(source.DataSource):
+    """A `DataSource` that also counts its corrupt, skipped images.
+
+    Attributes:
+        skipped: The `SkipCounter` incremented by the dataset functions.
+    """
+
+    skipped: SkipCounter
+
+
+def _check_positive(name, value):
+    """Raises ValueError naming `name` unless `value` is a positive int."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def eval_resize_size(image_size):
+    """Returns the shorter side before the centre crop: 256 for 224 (R14)."""
+    return int(round(image_size * EVAL_RESIZE_RATIO))
+
+
+def normalize(image):
+    """Per-channel normalisation with the Model Garden's ImageNet statistics.
+
+    Args:
+        image: float [..., 3] image in pixel units (0..255).
+
+    Returns:
+        float32 (image - MEAN_RGB) / STDDEV_RGB.
+    """
+    return preprocess_ops.normalize_image(
+        tf.cast(image, tf.float32), offset=preprocess_ops.MEAN_RGB,
+        scale=preprocess_ops.STDDEV_RGB)
+
+
+def _check_jpeg_complete(image_bytes, image_shape):
+    """Returns True if the JPEG decodes to its end, else raises.
+
+    Files that end with the end-of-image marker pass; the others (such as
+    truncated files) are decoded at their last pixel, which needs the whole
+    entropy-coded data and fails if it is missing.
+    """
+    def decode_last_pixel():
+        window = tf.stack([image_shape[0] - 1, image_shape[1] - 1, 1, 1])
+        pixel = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+        return tf.size(pixel) > 0
+
+    has_end = tf.equal(tf.strings.substr(image_bytes, -2, 2), _JPEG_END_MARKER)
+    return tf.cond(has_end, lambda: tf.constant(True), decode_last_pixel)
+
+
+def _random_crop_jpeg(image_bytes, seed):
+    """Decodes a JPEG inside a random crop (Model Garden fused decode)."""
+    image_shape = tf.image.extract_jpeg_shape(image_bytes)
+    complete = _check_jpeg_complete(image_bytes, image_shape)
+    crop = preprocess_ops.random_crop_image_v2(
+        image_bytes, image_shape, aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
+        area_range=CROP_AREA_RANGE, seed=seed)
+    whole = tf.reduce_all(tf.equal(tf.shape(crop), image_shape))
+    image = tf.cond(
+        whole,
+        lambda: preprocess_ops.center_crop_image_v2(image_bytes, image_shape),
+        lambda: crop)
+    with tf.control_dependencies([complete]):
+        return tf.identity(image)
+
+
+def _random_crop_other(image_bytes, seed):
+    """Decodes a non-JPEG image (e.g. PNG), then crops it at random."""
+    image = tf.io.decode_image(image_bytes, channels=3,
+                               expand_animations=False)
+    crop = preprocess_ops.random_crop_image(
+        image, aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
+        area_range=CROP_AREA_RANGE, seed=seed)
+    whole = tf.reduce_all(tf.equal(tf.shape(crop), tf.shape(image)))
+    return tf.cond(whole, lambda: preprocess_ops.center_crop_image(image),
+                   lambda: crop)
+
+
+def preprocess_train(image_bytes, image_size, seed=1):
+    """Training preprocessing (R13): random crop, flip, resize, normalise.
+
+    Args:
+        image_bytes: Scalar string tensor, the encoded image.
+        image_size: Side S of the square output.
+        seed: Op-level seed of the random crop and flip.
+
+    Returns:
+        float32 [S, S, 3] normalised image. Raises (at run time) an
+        `InvalidArgumentError` if the bytes do not decode.
+    """
+    image = tf.cond(tf.io.is_jpeg(image_bytes),
+                    lambda: _random_crop_jpeg(image_bytes, seed),
+                    lambda: _random_crop_other(image_bytes, seed))
+    image, _, _ = preprocess_ops.random_horizontal_flip(image, seed=seed)
+    image = tf.image.resize(image, [image_size, image_size])
+    image.set_shape([image_size, image_size, 3])
+    return normalize(image)
+
+
+def preprocess_eval(image_bytes, image_size):
+    """Evaluation preprocessing (R14): shorter side to S*256/224, centre crop S.
+
+    Args:
+        image_bytes: Scalar string tensor, the encoded image.
+        image_size: Side S of the square output.
+
+    Returns:
+        float32 [S, S, 3] normalised image. Raises (at run time) an
+        `InvalidArgumentError` if the bytes do not decode.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3,
+                               expand_animations=False)
+    image, _ = preprocess_ops.resize_image(image, eval_resize_size(image_size))
+    shape = tf.shape(image)
+    image = tf.image.crop_to_bounding_box(
+        image, (shape[0] - image_size) // 2, (shape[1] - image_size) // 2,
+        image_size, image_size)
+    image.set_shape([image_size, image_size, 3])
+    return normalize(image)
+
+
+def _raw_examples(dataset):
+    """Maps TFDS examples to `(image_bytes, label, is_real=True)`."""
+    return dataset.map(
+        lambda example: (example["image"], tf.cast(example["label"], tf.int32),
+                         tf.constant(True)))
+
+
+def _sentinel():
+    """The one-element dataset closing a pass (see `_decode_pass`)."""
+    return tf.data.Dataset.from_tensors(
+        (tf.constant(b""), tf.constant(0, tf.int32), tf.constant(False)))
+
+
+def _decode_pass(raw, preprocess_fn, image_size, counter):
+    """Decodes one finite pass, dropping and counting undecodable images.
+
+    Args:
+        raw: Finite dataset of `(image_bytes, label, True)`.
+        preprocess_fn: `image_bytes -> float32 [S, S, 3]`; raises on bad bytes.
+        image_size: S, for the sentinel's placeholder image.
+        counter: `SkipCounter` to increment by the number of dropped images.
+
+    Returns:
+        The dataset of `(image, label)` of the images that decoded, in order.
+    """
+    variable = counter.variable
+
+    def decode(index, element):
+        image_bytes, label, is_real = element
+        image = tf.cond(is_real, lambda: preprocess_fn(image_bytes),
+                        lambda: tf.zeros([image_size, image_size, 3]))
+        return index, image, label, is_real
+
+    def count_gaps(last_index, element):
+        index, image, label, is_real = element
+        add = variable.assign_add(index - last_index - 1)
+        with tf.control_dependencies([add]):
+            index = tf.identity(index)
+        return index, (image, label, is_real)
+
+    dataset = raw.concatenate(_sentinel()).enumerate()
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+    dataset = dataset.ignore_errors()
+    dataset = dataset.scan(tf.constant(-1, tf.int64), count_gaps)
+    dataset = dataset.filter(lambda image, label, is_real: is_real)
+    return dataset.map(lambda image, label, is_real: (image, label))
+
+
+def _shuffle_seed(seed, start_step, pipeline_id):
+    """Returns a 31-bit shuffle seed mixing the run seed, start and pipeline."""
+    return zlib.crc32(f"{seed}/{start_step}/{pipeline_id}".encode()) & 0x7FFFFFFF
+
+
+def _read_train(builder, input_context, shuffle_seed):
+    """Reads this pipeline's part of the training split, files shuffled."""
+    num_pipelines = input_context.num_input_pipelines
+    num_files = builder.info.splits["train"].num_shards
+    by_file = 1 < num_pipelines <= num_files
+    read_config = tfds.ReadConfig(
+        input_context=input_context if by_file else None,
+        shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True)
+    dataset = builder.as_dataset(
+        split="train", shuffle_files=True, read_config=read_config,
+        decoders={"image": tfds.decode.SkipDecoding()})
+    if not by_file and num_pipelines > 1:
+        dataset = dataset.shard(num_pipelines, input_context.input_pipeline_id)
+    return dataset
+
+
+def _train_dataset_fn(builder, image_size, shuffle_buffer, counter):
+    """Returns the `train_dataset_fn` of `imagenet`."""
+
+    def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
+        _check_positive("per_replica_batch_size", per_replica_batch_size)
+        if start_step < 0:
+            raise ValueError(f"start_step must be non-negative, got {start_step}")
+        shuffle_seed = _shuffle_seed(seed, start_step,
+                                     input_context.input_pipeline_id)
+        raw = _read_train(builder, input_context, shuffle_seed)
+        raw = raw.shuffle(shuffle_buffer, seed=shuffle_seed,
+                          reshuffle_each_iteration=True)
+        epoch = _decode_pass(
+            _raw_examples(raw),
+            lambda image_bytes: preprocess_train(image_bytes, image_size,
+                                                 seed=shuffle_seed),
+            image_size, counter)
+        dataset = epoch.repeat().batch(per_replica_batch_size,
+                                       drop_remainder=True)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return dataset_fn
+
+
+def _padding(image_size):
+    """An infinite dataset of weight-0 padding examples."""
+    return tf.data.Dataset.from_tensors(
+        (tf.zeros([image_size, image_size, 3]), tf.constant(0, tf.int32),
+         tf.constant(0.0))).repeat()
+
+
+def eval_examples_per_pipeline(num_eval, per_replica_batch_size, input_context):
+    """Returns ceil(N / B) * R * n, the padded examples of each eval pipeline."""
+    global_batch = per_replica_batch_size * input_context.num_replicas_in_sync
+    num_steps = math.ceil(num_eval / global_batch)
+    return num_steps * global_batch // input_context.num_input_pipelines
+
+
+def _eval_dataset_fn(builder, image_size, counter):
+    """Returns the `eval_dataset_fn` of `imagenet`."""
+    num_eval = builder.info.splits["validation"].num_examples
+
+    def dataset_fn(input_context, per_replica_batch_size):
+        # Validates the sizes the same way as the index datasets do.
+        sharding.eval_index_dataset(num_eval, per_replica_batch_size,
+                                    input_context)
+        raw = builder.as_dataset(
+            split="validation", shuffle_files=False,
+            decoders={"image": tfds.decode.SkipDecoding()})
+        raw = raw.shard(input_context.num_input_pipelines,
+                        input_context.input_pipeline_id)
+        examples = _decode_pass(
+            _raw_examples(raw),
+            lambda image_bytes: preprocess_eval(image_bytes, image_size),
+            image_size, counter)
+        examples = examples.map(lambda image, label: (image, label,
+                                                      tf.constant(1.0)))
+        total = eval_examples_per_pipeline(num_eval, per_replica_batch_size,
+                                           input_context)
+        dataset = examples.concatenate(_padding(image_size)).take(total)
+        dataset = dataset.batch(per_replica_batch_size, drop_remainder=True)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return dataset_fn
+
+
+def default_manual_dir(data_dir=None):
+    """Returns TFDS's default manual_dir, `<data_dir>/downloads/manual`."""
+    if data_dir is None:
+        data_dir = os.environ.get(
+            "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets"))
+    return os.path.join(os.path.expanduser(os.fspath(data_dir)), "downloads",
+                        "manual")
+
+
+@gin.configurable
+def imagenet(data_dir=None, manual_dir=None, image_size=224,
+             shuffle_buffer=10000):
+    """ImageNet (ILSVRC2012) from TFDS `imagenet2012` as a `DataSource`.
+
+    TFDS `imagenet2012` is built offline from `manual_dir` first if it is not
+    prepared under `data_dir` yet (`imagenet_tfds.build_imagenet2012`).
+
+    Args:
+        data_dir: TFDS data directory; None for TFDS's default.
+        manual_dir: Directory of the two ILSVRC2012 tars; None for
+            `<data_dir>/downloads/manual`. Only needed for the first build.
+        image_size: Side S of the square images fed to the model.
+        shuffle_buffer: Records in each pipeline's shuffle buffer.
+
+    Returns:
+        An `ImageNetSource`: training batches `(images, labels)`, evaluation
+        batches `(images, labels, weights)`, images float32 [n, S, S, 3],
+        labels int32 [n]; its `skipped` counter counts corrupt images.
+
+    Raises:
+        ValueError: If `image_size` or `shuffle_buffer` is not positive.
+        FileNotFoundError: If the dataset must be built and an archive is
+            missing.
+    """
+    _check_positive("image_size", image_size)
+    _check_positive("shuffle_buffer", shuffle_buffer)
+    if manual_dir is None:
+        manual_dir = default_manual_dir(data_dir)
+    builder = imagenet_tfds.build_imagenet2012(data_dir, manual_dir)
+    counter = SkipCounter()
+    return ImageNetSource(
+        name="imagenet",
+        num_train=builder.info.splits["train"].num_examples,
+        num_eval=builder.info.splits["validation"].num_examples,
+        num_classes=NUM_CLASSES,
+        image_shape=(image_size, image_size, 3),
+        train_dataset_fn=_train_dataset_fn(builder, image_size, shuffle_buffer,
+                                           counter),
+        eval_dataset_fn=_eval_dataset_fn(builder, image_size, counter),
+        skipped=counter)
+
+
+def _random_batch(per_replica_batch_size, image_size, num_classes, seed):
+    """One random batch `(images, labels)`: N(0, 1) pixels, uniform labels."""
+    images = tf.random.stateless_normal(
+        [per_replica_batch_size, image_size, image_size, 3], seed=[seed, 0])
+    labels = tf.random.stateless_uniform(
+        [per_replica_batch_size], seed=[seed, 1], maxval=num_classes,
+        dtype=tf.int32)
+    return images, labels
+
+
+def _synthetic_train_fn(image_size, num_classes):
+    """Returns the `train_dataset_fn` of `synthetic_imagenet`."""
+
+    def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
+        del start_step  # Every batch is the same.
+        _check_positive("per_replica_batch_size", per_replica_batch_size)
+        batch_seed = seed + input_context.input_pipeline_id
+        dataset = tf.data.Dataset.range(1).map(
+            lambda _: _random_batch(per_replica_batch_size, image_size,
+                                    num_classes, batch_seed))
+        return dataset.cache().repeat().prefetch(tf.data.AUTOTUNE)
+
+    return dataset_fn
+
+
+def _synthetic_eval_fn(image_size, num_classes, num_eval):
+    """Returns the `eval_dataset_fn` of `synthetic_imagenet`."""
+
+    def dataset_fn(input_context, per_replica_batch_size):
+        indices = sharding.eval_index_dataset(num_eval, per_replica_batch_size,
+                                              input_context)
+        images = tf.data.Dataset.range(1).map(
+            lambda _: _random_batch(per_replica_batch_size, image_size,
+                                    num_classes, 0)[0]).cache().repeat()
+
+        def batch(image_batch, index_weights):
+            index, weights = index_weights
+            labels = tf.cast(index % num_classes, tf.int32)
+            return image_batch, labels, weights
+
+        dataset = tf.data.Dataset.zip(images, indices).map(batch)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return dataset_fn
+
+
+@gin.configurable
+def synthetic_imagenet(image_size=224, num_classes=1000, num_train=NUM_TRAIN,
+                       num_eval=NUM_EVAL):
+    """Random tensors of ImageNet shape, for throughput benchmarks.
+
+    Each pipeline generates one random batch with `tf.random` and repeats it,
+    so that the input costs nearly nothing.
+
+    Args:
+        image_size: Side S of the square images.
+        num_classes: Number of label classes.
+        num_train: Nominal number of training examples (sets the epoch).
+        num_eval: Number of evaluation examples.
+
+    Returns:
+        A `source.DataSource` with images float32 [n, S, S, 3] and labels
+        int32 [n] in 0..num_classes - 1.
+
+    Raises:
+        ValueError: If a size is not positive.
+    """
+    for name, value in (("image_size", image_size),
+                        ("num_classes", num_classes),
+                        ("num_train", num_train), ("num_eval", num_eval)):
+        _check_positive(name, value)
+    return source.DataSource(
+        name="synthetic_imagenet",
+        num_train=num_train,
+        num_eval=num_eval,
+        num_classes=num_classes,
+        image_shape=(image_size, image_size, 3),
+        train_dataset_fn=_synthetic_train_fn(image_size, num_classes),
+        eval_dataset_fn=_synthetic_eval_fn(image_size, num_classes, num_eval))
