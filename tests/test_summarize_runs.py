@@ -1,0 +1,226 @@
+"""Tests of tools/summarize_runs.py on fabricated model_dirs (pure Python)."""
+
+import importlib.util
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TOOL_PATH = ROOT / "tools" / "summarize_runs.py"
+
+HISTORY_8K = [0.40, 0.30, 0.2410, 0.2385, 0.2402, 0.2390, 0.2378]
+HISTORY_FASHION = [0.2, 0.1, 0.09, 0.085, 0.08]
+
+CONFIG_8K = """\
+# Parameters for build_learning_rate_schedule:
+# ==============================================================================
+schedules.build_learning_rate_schedule.base_lr = 0.1
+schedules.build_learning_rate_schedule.decay_epochs = (30,
+    60, 80)
+schedules.build_learning_rate_schedule.scaling = 'linear'
+schedules.build_learning_rate_schedule.warmup = 'gradual'  # R2
+
+# Parameters for resnet_imagenet:
+resnet_imagenet.depth = 50
+resnet_imagenet.zero_gamma = True
+
+train_lib.run.epochs = 90
+train_lib.run.model_fn = @resnet_imagenet
+"""
+
+CONFIG_FASHION = """\
+build_learning_rate_schedule.base_lr = 0.4
+build_learning_rate_schedule.scaling = 'sqrt'
+build_learning_rate_schedule.warmup = 'none'
+resnet_cifar.depth = 8
+resnet_cifar.zero_gamma = False
+run.epochs = 5
+"""
+
+
+def _load_tool():
+    """Imports tools/summarize_runs.py from its path."""
+    spec = importlib.util.spec_from_file_location("summarize_runs", TOOL_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
+
+
+def _metrics(history, kn, median5=None, wall=3725.2, speed=12345.678):
+    evaluation = {"top1_accuracy": 1 - history[-1], "top1_error": history[-1],
+                  "top5_error": 0.07, "loss": 1.0, "examples": 50000,
+                  "median5_top1_error": median5, "top1_error_history": history}
+    return {"global_step": 100, "epochs": 90.0004, "global_batch_size": kn,
+            "num_replicas": 8, "train_wall_time_s": wall,
+            "examples_per_second": speed, "skipped_images": 0,
+            "eval": evaluation}
+
+
+def _model_dir(parent, name, metrics, config=None):
+    model_dir = parent / name
+    model_dir.mkdir()
+    (model_dir / "metrics.json").write_text(json.dumps(metrics))
+    if config is not None:
+        (model_dir / "operative_config.gin").write_text(config)
+    return model_dir
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Three model_dirs: a paper row, an unmatched run, a run w/o history."""
+    no_history = _metrics([0.5], 256, median5=0.3)
+    del no_history["eval"]["top1_error_history"]
+    return [
+        _model_dir(tmp_path, "resnet50_kn8k", _metrics(HISTORY_8K, 8192),
+                   CONFIG_8K),
+        _model_dir(tmp_path, "fashion", _metrics(HISTORY_FASHION, 256),
+                   CONFIG_FASHION),
+        _model_dir(tmp_path, "bare", no_history),
+    ]
+
+
+def _rows(table):
+    """Table body rows as dicts column -> cell."""
+    lines = table.strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert lines[1].startswith("|---")
+    return {cells[0]: dict(zip(header, cells)) for cells in
+            ([c.strip() for c in line.strip("|").split("|")]
+             for line in lines[2:])}
+
+
+def test_median_of_final():
+    assert tool.median_of_final(HISTORY_8K) == statistics.median(
+        HISTORY_8K[-5:])
+    assert tool.median_of_final([3.0, 1.0], count=5) == 2.0
+    assert tool.median_of_final([9.0, 1.0, 2.0], count=1) == 2.0
+    with pytest.raises(ValueError, match="empty"):
+        tool.median_of_final([])
+    with pytest.raises(ValueError, match="count=0"):
+        tool.median_of_final([1.0], count=0)
+
+
+def test_parse_gin_value():
+    assert tool.parse_gin_value(
+        CONFIG_8K, "build_learning_rate_schedule.warmup") == "gradual"
+    assert tool.parse_gin_value(CONFIG_FASHION,
+                                "build_learning_rate_schedule.warmup") == "none"
+    assert tool.parse_gin_value(CONFIG_8K, "depth") == 50
+    assert tool.parse_gin_value(CONFIG_8K, "zero_gamma") is True
+    assert tool.parse_gin_value(CONFIG_8K, "run.epochs") == 90
+    assert tool.parse_gin_value(CONFIG_FASHION, "run.epochs") == 5
+    assert tool.parse_gin_value(CONFIG_8K, "decay_epochs") == (30, 60, 80)
+    assert tool.parse_gin_value(CONFIG_8K, "model_fn") == "@resnet_imagenet"
+    assert tool.parse_gin_value(CONFIG_8K, "momentum") is None
+    # Suffixes match at a dot only; the last binding wins.
+    assert tool.parse_gin_value("a.xdepth = 1\n", "depth") is None
+    assert tool.parse_gin_value("a.depth = 1\nb.depth = 2\n", "depth") == 2
+    with pytest.raises(ValueError, match="'a b'"):
+        tool.parse_gin_value(CONFIG_8K, "a b")
+
+
+def test_read_run(runs):
+    run = tool.read_run(str(runs[0]))
+    assert run["name"] == "resnet50_kn8k"
+    assert (run["depth"], run["kn"], run["warmup"], run["scaling"],
+            run["base_lr"], run["zero_gamma"]) == (50, 8192, "gradual",
+                                                   "linear", 0.1, True)
+    assert run["median5_top1_error"] == pytest.approx(
+        statistics.median(HISTORY_8K[-5:]))
+    assert run["top1_error"] == HISTORY_8K[-1]
+    bare = tool.read_run(str(runs[2]) + "/")
+    assert bare["name"] == "bare"
+    assert bare["median5_top1_error"] == 0.3  # median5 fallback
+    assert bare["depth"] is None and bare["warmup"] is None
+
+
+def test_format_table(runs):
+    table = tool.format_table([tool.read_run(str(d)) for d in runs])
+    rows = _rows(table)
+    assert list(rows) == ["resnet50_kn8k", "fashion", "bare"]
+    ours = 100 * statistics.median(HISTORY_8K[-5:])
+    row = rows["resnet50_kn8k"]
+    assert row["median5 top-1 err %"] == f"{ours:.2f}" == "23.90"
+    assert row["final top-1 err %"] == "23.78"
+    assert row["paper top-1 err %"] == "23.74 ± 0.09 (resnet50_kn8k)"
+    assert row["ours - paper"] == f"{ours - 23.74:+.2f}" == "+0.16"
+    assert (row["depth"], row["kn"], row["warmup"], row["scaling"],
+            row["base lr"], row["zero_gamma"], row["epochs"]) == (
+                "50", "8192", "gradual", "linear", "0.1", "True", "90")
+    assert row["images/s"] == "12345.7"
+    assert row["train time"] == "1:02:05"
+    fashion = rows["fashion"]
+    assert fashion["median5 top-1 err %"] == "9.00"
+    assert fashion["warmup"] == "none" and fashion["zero_gamma"] == "False"
+    assert fashion["paper top-1 err %"] == fashion["ours - paper"] == ""
+    assert rows["bare"]["median5 top-1 err %"] == "30.00"
+    assert rows["bare"]["final top-1 err %"] == "50.00"
+
+
+def test_explicit_paper_row(runs):
+    run = tool.read_run(str(runs[1]))
+    rows = tool.parse_paper_rows(["fashion=resnet101_kn8k"])
+    row = _rows(tool.format_table([run], rows))["fashion"]
+    assert row["paper top-1 err %"] == "22.36 (resnet101_kn8k)"
+    assert row["ours - paper"] == "-13.36"
+    assert tool.paper_row(run, tool.parse_paper_rows(["resnet50_kn256"])) == (
+        "resnet50_kn256")
+    with pytest.raises(ValueError, match="'resnet50_kn9k'"):
+        tool.parse_paper_rows(["resnet50_kn9k"])
+
+
+def test_paper_values():
+    assert len(tool.PAPER_TOP1_ERROR) == 13
+    assert tool.PAPER_TOP1_ERROR["resnet50_kn256"] == (23.60, 0.12)
+    assert tool.PAPER_TOP1_ERROR["resnet50_kn8k_unscaled"] == (41.67, 0.10)
+    assert tool.PAPER_TOP1_ERROR["resnet50_kn8k_no_zero_gamma"][0] == 24.11
+    assert tool.PAPER_TOP1_ERROR["resnet50_kn256_no_zero_gamma"][0] == 23.84
+    experiments = {p.stem for p in
+                   (ROOT / "gin" / "experiments" / "imagenet").glob("*.gin")}
+    if experiments:
+        assert set(tool.PAPER_TOP1_ERROR) <= experiments
+
+
+def test_bad_dirs(tmp_path):
+    with pytest.raises(tool.RunError, match="nowhere"):
+        tool.read_run(str(tmp_path / "nowhere"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(tool.RunError, match=r"empty/metrics\.json does not"):
+        tool.read_run(str(empty))
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "metrics.json").write_text('{"eval": {')
+    with pytest.raises(tool.RunError, match=r"corrupt/metrics\.json"):
+        tool.read_run(str(corrupt))
+    (corrupt / "metrics.json").write_text(
+        json.dumps({"eval": {"top1_error_history": [0.1, "x"]}}))
+    with pytest.raises(tool.RunError, match=r"metrics\.json.*'x'"):
+        tool.read_run(str(corrupt))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, str(TOOL_PATH), *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_cli(runs, tmp_path):
+    out = tmp_path / "table.md"
+    result = _cli("--out", out, "--paper_row=bare=resnet50_kn256", *runs)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == result.stdout
+    rows = _rows(result.stdout)
+    assert rows["resnet50_kn8k"]["ours - paper"] == "+0.16"
+    assert rows["bare"]["ours - paper"] == "+6.40"
+    bad = _cli(runs[0], tmp_path / "missing")
+    assert bad.returncode == 1
+    assert "missing" in bad.stderr and "metrics.json" in bad.stderr
+    assert bad.stdout == ""
