@@ -8,7 +8,6 @@ The tool lives outside the package (tools/ has no __init__.py and is not on
 sys.path under pytest), so it is loaded from its file path with importlib.
 """
 
-import importlib.util
 import io
 import os
 import pathlib
@@ -22,6 +21,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tool_loader import load_tool
 from tf_lbsgd.data import imagenet_tfds
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,16 +32,8 @@ VAL = 6
 CORRUPT = 1
 
 
-def _load_tool():
-    """Imports tools/make_fake_imagenet.py from its path."""
-    spec = importlib.util.spec_from_file_location("make_fake_imagenet",
-                                                  TOOL_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-tool = _load_tool()
+tool = load_tool("make_fake_imagenet")
 
 
 @pytest.fixture(scope="module")

@@ -5,25 +5,19 @@ builder prepares it offline, and the paper's kn = 256 experiment file runs on
 it with only the sizes shrunk (2 replicas x n = 2, 64x64 crops, 1 epoch).
 """
 
-import importlib.util
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import tensorflow as tf
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
+from tool_loader import load_tool
 
 def _write_fake(out_dir):
-    spec = importlib.util.spec_from_file_location(
-        "make_fake_imagenet", ROOT / "tools" / "make_fake_imagenet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_fake_imagenet(out_dir, classes=3, train_per_class=4,
-                                      val=6, corrupt=1, seed=0)
+    fake = load_tool("make_fake_imagenet")
+    return fake.write_fake_imagenet(out_dir, classes=3, train_per_class=4,
+                                    val=6, corrupt=1, seed=0)
 
 
 def _tags(directory):

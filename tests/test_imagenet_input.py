@@ -6,21 +6,18 @@ and random bytes) and 8 validation JPEGs is written and built into TFDS
 use 64 x 64 outputs to stay fast.
 """
 
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tool_loader import load_tool
 from tf_lbsgd import distribute
 from tf_lbsgd.data import imagenet
 from tf_lbsgd.data import source
 from tf_lbsgd.data import imagenet_tfds
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-TOOL_PATH = REPO_ROOT / "tools" / "make_fake_imagenet.py"
 CLASSES = 3
 TRAIN_PER_CLASS = 6
 NUM_TRAIN = CLASSES * TRAIN_PER_CLASS
@@ -29,20 +26,13 @@ CORRUPT = 2
 SIZE = 64
 
 
-def _load_tool():
-    """Imports tools/make_fake_imagenet.py from its path."""
-    spec = importlib.util.spec_from_file_location("make_fake_imagenet",
-                                                  TOOL_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     """Writes the fake and builds TFDS; returns (data_dir, manual_dir)."""
     manual_dir = tmp_path_factory.mktemp("manual")
-    _load_tool().write_fake_imagenet(manual_dir, CLASSES, TRAIN_PER_CLASS, VAL,
+    fake = load_tool("make_fake_imagenet")
+    fake.write_fake_imagenet(manual_dir, CLASSES, TRAIN_PER_CLASS, VAL,
                                      corrupt=CORRUPT, seed=1, min_side=48,
                                      max_side=96)
     data_dir = tmp_path_factory.mktemp("tfds")

@@ -1,6 +1,5 @@
 """Tests of tools/summarize_runs.py on fabricated model_dirs (pure Python)."""
 
-import importlib.util
 import json
 import pathlib
 import statistics
@@ -8,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from tool_loader import load_tool
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOOL_PATH = ROOT / "tools" / "summarize_runs.py"
@@ -42,15 +42,7 @@ run.epochs = 5
 """
 
 
-def _load_tool():
-    """Imports tools/summarize_runs.py from its path."""
-    spec = importlib.util.spec_from_file_location("summarize_runs", TOOL_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool("summarize_runs")
 
 
 def _metrics(history, kn, median5=None, wall=3725.2, speed=12345.678):

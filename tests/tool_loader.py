@@ -1,0 +1,15 @@
+"""Imports a script of tools/ by its path (tools/ is not a package)."""
+
+import importlib.util
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_tool(name):
+    """Returns the module of tools/<name>.py."""
+    spec = importlib.util.spec_from_file_location(
+        name, REPO_ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
