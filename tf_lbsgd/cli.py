@@ -39,6 +39,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _MODEL_DIR.value:
         raise app.UsageError("--model_dir is required")
+    # Quiet by default: the progress line and orbit's summaries are printed;
+    # --verbosity=0 (or -v 0) brings back absl INFO logs.
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     # Imported here so that --help does not start TensorFlow.
     from tf_lbsgd import config  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import train_lib  # pylint: disable=g-import-not-at-top
