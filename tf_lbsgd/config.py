@@ -14,6 +14,7 @@ from tf_lbsgd import schedules  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd import train_lib  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd.data import fashion_mnist  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd.data import imagenet  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd.data import imagenet_tfrecord  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd.models import resnet_cifar  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd.models import resnet_imagenet  # noqa: F401  pylint: disable=unused-import
 
