@@ -26,15 +26,14 @@ CORRUPT = 2
 SIZE = 64
 
 
-
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     """Writes the fake and builds TFDS; returns (data_dir, manual_dir)."""
     manual_dir = tmp_path_factory.mktemp("manual")
     fake = load_tool("make_fake_imagenet")
     fake.write_fake_imagenet(manual_dir, CLASSES, TRAIN_PER_CLASS, VAL,
-                                     corrupt=CORRUPT, seed=1, min_side=48,
-                                     max_side=96)
+                             corrupt=CORRUPT, seed=1, min_side=48,
+                             max_side=96)
     data_dir = tmp_path_factory.mktemp("tfds")
     imagenet_tfds.build_imagenet2012(data_dir, manual_dir)
     return data_dir, manual_dir
