@@ -101,12 +101,6 @@ class ImageNetSource(source.DataSource):
     skipped: SkipCounter
 
 
-def _check_positive(name, value):
-    """Raises ValueError naming `name` unless `value` is a positive int."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def eval_resize_size(image_size):
     """Returns the shorter side before the centre crop: 256 for 224 (R14)."""
     return int(round(image_size * EVAL_RESIZE_RATIO))
@@ -283,26 +277,53 @@ def _read_train(builder, input_context, shuffle_seed):
     return dataset
 
 
-def _train_dataset_fn(builder, image_size, shuffle_buffer, counter):
-    """Returns the `train_dataset_fn` of `imagenet`."""
+def _check_start_step(start_step):
+    """Raises ValueError unless `start_step` is non-negative."""
+    if start_step < 0:
+        raise ValueError(f"start_step must be non-negative, got {start_step}")
+
+
+def _repeat_batches(epoch, per_replica_batch_size):
+    """Repeats `epoch` forever in per-replica batches, remainder dropped."""
+    dataset = epoch.repeat().batch(per_replica_batch_size, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def train_pipeline(read_raw_train, image_size, shuffle_buffer, counter):
+    """Returns a `train_dataset_fn` over the raw records of `read_raw_train`.
+
+    Each pipeline reads one epoch of its raw records, shuffles them in a
+    buffer, decodes them with `preprocess_train` (dropping and counting the
+    corrupt images), repeats the epoch and batches it per replica.
+
+    Args:
+        read_raw_train: `(input_context, shuffle_seed) -> tf.data.Dataset`,
+            one epoch of this pipeline's part of the training split as
+            `(image_bytes, label, True)` elements (see `_decode_pass`), its
+            files shuffled with `shuffle_seed` afresh on every iteration.
+        image_size: Side S of the square output images.
+        shuffle_buffer: Records in each pipeline's shuffle buffer.
+        counter: `SkipCounter` counting the corrupt images.
+
+    Returns:
+        The `train_dataset_fn(input_context, per_replica_batch_size, seed,
+        start_step)` of a `source.DataSource`.
+    """
 
     def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
-        _check_positive("per_replica_batch_size", per_replica_batch_size)
-        if start_step < 0:
-            raise ValueError(f"start_step must be non-negative, got {start_step}")
+        source.check_positive("per_replica_batch_size", per_replica_batch_size)
+        _check_start_step(start_step)
         shuffle_seed = _shuffle_seed(seed, start_step,
                                      input_context.input_pipeline_id)
-        raw = _read_train(builder, input_context, shuffle_seed)
+        raw = read_raw_train(input_context, shuffle_seed)
         raw = raw.shuffle(shuffle_buffer, seed=shuffle_seed,
                           reshuffle_each_iteration=True)
         epoch = _decode_pass(
-            _raw_examples(raw),
+            raw,
             lambda image_bytes: preprocess_train(image_bytes, image_size,
                                                  seed=shuffle_seed),
             image_size, counter)
-        dataset = epoch.repeat().batch(per_replica_batch_size,
-                                       drop_remainder=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return _repeat_batches(epoch, per_replica_batch_size)
 
     return dataset_fn
 
@@ -321,32 +342,72 @@ def eval_examples_per_pipeline(num_eval, per_replica_batch_size, input_context):
     return num_steps * global_batch // input_context.num_input_pipelines
 
 
-def _eval_dataset_fn(builder, image_size, counter):
-    """Returns the `eval_dataset_fn` of `imagenet`."""
-    num_eval = builder.info.splits["validation"].num_examples
+def _pad_and_batch(examples, total, image_size, per_replica_batch_size):
+    """Weights `examples` 1, pads them with weight 0 to `total` and batches."""
+    examples = examples.map(lambda image, label: (image, label,
+                                                  tf.constant(1.0)))
+    dataset = examples.concatenate(_padding(image_size)).take(total)
+    dataset = dataset.batch(per_replica_batch_size, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_pipeline(read_raw_eval, num_eval, image_size, counter):
+    """Returns an `eval_dataset_fn` over the raw records of `read_raw_eval`.
+
+    Each pipeline decodes its records in order with `preprocess_eval`
+    (dropping and counting the corrupt images) and pads them with weight-0
+    examples to `eval_examples_per_pipeline` examples.
+
+    Args:
+        read_raw_eval: `input_context -> tf.data.Dataset`, this pipeline's
+            validation records w, w + W, ... in order, as
+            `(image_bytes, label, True)` elements (see `_decode_pass`).
+        num_eval: Number N of validation records.
+        image_size: Side S of the square output images.
+        counter: `SkipCounter` counting the corrupt images.
+
+    Returns:
+        The `eval_dataset_fn(input_context, per_replica_batch_size)` of a
+        `source.DataSource`.
+    """
 
     def dataset_fn(input_context, per_replica_batch_size):
         # Validates the sizes the same way as the index datasets do.
         sharding.eval_index_dataset(num_eval, per_replica_batch_size,
                                     input_context)
+        examples = _decode_pass(
+            read_raw_eval(input_context),
+            lambda image_bytes: preprocess_eval(image_bytes, image_size),
+            image_size, counter)
+        total = eval_examples_per_pipeline(num_eval, per_replica_batch_size,
+                                           input_context)
+        return _pad_and_batch(examples, total, image_size,
+                              per_replica_batch_size)
+
+    return dataset_fn
+
+
+def _tfds_train_reader(builder):
+    """Returns the `read_raw_train` of `train_pipeline` for TFDS `builder`."""
+
+    def read_raw_train(input_context, shuffle_seed):
+        return _raw_examples(_read_train(builder, input_context, shuffle_seed))
+
+    return read_raw_train
+
+
+def _tfds_eval_reader(builder):
+    """Returns the `read_raw_eval` of `eval_pipeline` for TFDS `builder`."""
+
+    def read_raw_eval(input_context):
         raw = builder.as_dataset(
             split="validation", shuffle_files=False,
             decoders={"image": tfds.decode.SkipDecoding()})
         raw = raw.shard(input_context.num_input_pipelines,
                         input_context.input_pipeline_id)
-        examples = _decode_pass(
-            _raw_examples(raw),
-            lambda image_bytes: preprocess_eval(image_bytes, image_size),
-            image_size, counter)
-        examples = examples.map(lambda image, label: (image, label,
-                                                      tf.constant(1.0)))
-        total = eval_examples_per_pipeline(num_eval, per_replica_batch_size,
-                                           input_context)
-        dataset = examples.concatenate(_padding(image_size)).take(total)
-        dataset = dataset.batch(per_replica_batch_size, drop_remainder=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return _raw_examples(raw)
 
-    return dataset_fn
+    return read_raw_eval
 
 
 def default_manual_dir(data_dir=None):
@@ -383,8 +444,8 @@ def imagenet(data_dir=None, manual_dir=None, image_size=224,
         FileNotFoundError: If the dataset must be built and an archive is
             missing.
     """
-    _check_positive("image_size", image_size)
-    _check_positive("shuffle_buffer", shuffle_buffer)
+    source.check_positive("image_size", image_size)
+    source.check_positive("shuffle_buffer", shuffle_buffer)
     if manual_dir is None:
         manual_dir = default_manual_dir(data_dir)
     builder = imagenet_tfds.build_imagenet2012(data_dir, manual_dir)
@@ -395,9 +456,12 @@ def imagenet(data_dir=None, manual_dir=None, image_size=224,
         num_eval=builder.info.splits["validation"].num_examples,
         num_classes=NUM_CLASSES,
         image_shape=(image_size, image_size, 3),
-        train_dataset_fn=_train_dataset_fn(builder, image_size, shuffle_buffer,
-                                           counter),
-        eval_dataset_fn=_eval_dataset_fn(builder, image_size, counter),
+        train_dataset_fn=train_pipeline(_tfds_train_reader(builder),
+                                        image_size, shuffle_buffer, counter),
+        eval_dataset_fn=eval_pipeline(
+            _tfds_eval_reader(builder),
+            builder.info.splits["validation"].num_examples, image_size,
+            counter),
         skipped=counter)
 
 
@@ -416,7 +480,7 @@ def _synthetic_train_fn(image_size, num_classes):
 
     def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
         del start_step  # Every batch is the same.
-        _check_positive("per_replica_batch_size", per_replica_batch_size)
+        source.check_positive("per_replica_batch_size", per_replica_batch_size)
         batch_seed = seed + input_context.input_pipeline_id
         dataset = tf.data.Dataset.range(1).map(
             lambda _: _random_batch(per_replica_batch_size, image_size,
@@ -471,7 +535,7 @@ def synthetic_imagenet(image_size=224, num_classes=1000, num_train=NUM_TRAIN,
     for name, value in (("image_size", image_size),
                         ("num_classes", num_classes),
                         ("num_train", num_train), ("num_eval", num_eval)):
-        _check_positive(name, value)
+        source.check_positive(name, value)
     return source.DataSource(
         name="synthetic_imagenet",
         num_train=num_train,

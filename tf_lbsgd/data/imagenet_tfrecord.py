@@ -19,9 +19,10 @@ parser keeps them as they are and uses `num_classes=1001` instead. This
 source follows the legacy readers: `label_offset` (default 1) is subtracted,
 giving labels 0..999 like TFDS `imagenet2012`.
 
-The parsed `(image_bytes, label)` records go through the same decode (with
-corrupt-image skipping and counting), shuffle, batch and padding code as the
-TFDS source of `tf_lbsgd.data.imagenet`; see that module for the details.
+The parsed `(image_bytes, label, True)` records go through the same shuffle,
+decode (with corrupt-image skipping and counting), batch and padding code as
+the TFDS source: `imagenet.train_pipeline` and `imagenet.eval_pipeline`; see
+`tf_lbsgd.data.imagenet` for the details.
 """
 
 import os
@@ -30,7 +31,7 @@ import gin
 import tensorflow as tf
 
 from tf_lbsgd.data import imagenet
-from tf_lbsgd.data import sharding
+from tf_lbsgd.data import source
 
 TRAIN_PATTERN = "train-*-of-*"
 EVAL_PATTERN = "validation-*-of-*"
@@ -85,7 +86,8 @@ def parse_example(serialized, label_offset):
         label_offset: Subtracted from `image/class/label`.
 
     Returns:
-        The raw element expected by `imagenet._decode_pass`: the encoded
+        The raw element read by `imagenet.train_pipeline` and
+        `imagenet.eval_pipeline`: the encoded
         image, the int32 label minus `label_offset` and a True `is_real`.
     """
     features = tf.io.parse_single_example(serialized, _FEATURES)
@@ -131,64 +133,36 @@ def read_eval(files, input_context):
                          input_context.input_pipeline_id)
 
 
-def _train_dataset_fn(files, image_size, shuffle_buffer, label_offset,
-                      counter):
-    """Returns the `train_dataset_fn` of `imagenet_tfrecord`."""
-
-    def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
-        imagenet._check_positive("per_replica_batch_size",
-                                 per_replica_batch_size)
-        if start_step < 0:
-            raise ValueError(f"start_step must be non-negative, got {start_step}")
-        shuffle_seed = imagenet._shuffle_seed(seed, start_step,
-                                              input_context.input_pipeline_id)
-        raw = read_train(files, input_context, shuffle_seed)
-        raw = raw.shuffle(shuffle_buffer, seed=shuffle_seed,
-                          reshuffle_each_iteration=True)
-        raw = raw.map(lambda record: parse_example(record, label_offset),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        epoch = imagenet._decode_pass(
-            raw,
-            lambda image_bytes: imagenet.preprocess_train(
-                image_bytes, image_size, seed=shuffle_seed),
-            image_size, counter)
-        dataset = epoch.repeat().batch(per_replica_batch_size,
-                                       drop_remainder=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    return dataset_fn
+def _parse_all(records, label_offset, **map_kwargs):
+    """Maps serialized `records` to raw `(image_bytes, label, True)`."""
+    return records.map(lambda record: parse_example(record, label_offset),
+                       **map_kwargs)
 
 
-def _eval_dataset_fn(files, num_eval, image_size, label_offset, counter):
-    """Returns the `eval_dataset_fn` of `imagenet_tfrecord`."""
+def _train_reader(files, label_offset):
+    """Returns the `read_raw_train` of `imagenet.train_pipeline`."""
 
-    def dataset_fn(input_context, per_replica_batch_size):
-        # Validates the sizes the same way as the index datasets do.
-        sharding.eval_index_dataset(num_eval, per_replica_batch_size,
-                                    input_context)
-        raw = read_eval(files, input_context).map(
-            lambda record: parse_example(record, label_offset))
-        examples = imagenet._decode_pass(
-            raw,
-            lambda image_bytes: imagenet.preprocess_eval(image_bytes,
-                                                         image_size),
-            image_size, counter)
-        examples = examples.map(lambda image, label: (image, label,
-                                                      tf.constant(1.0)))
-        total = imagenet.eval_examples_per_pipeline(
-            num_eval, per_replica_batch_size, input_context)
-        dataset = examples.concatenate(imagenet._padding(image_size))
-        dataset = dataset.take(total).batch(per_replica_batch_size,
-                                            drop_remainder=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+    def read_raw_train(input_context, shuffle_seed):
+        return _parse_all(read_train(files, input_context, shuffle_seed),
+                          label_offset, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
 
-    return dataset_fn
+    return read_raw_train
+
+
+def _eval_reader(files, label_offset):
+    """Returns the `read_raw_eval` of `imagenet.eval_pipeline`."""
+
+    def read_raw_eval(input_context):
+        return _parse_all(read_eval(files, input_context), label_offset)
+
+    return read_raw_eval
 
 
 def _check_count(name, value):
     """Raises ValueError naming `name` unless `value` is None or positive."""
     if value is not None:
-        imagenet._check_positive(name, value)
+        source.check_positive(name, value)
 
 
 @gin.configurable
@@ -221,8 +195,8 @@ def imagenet_tfrecord(data_dir=gin.REQUIRED, image_size=224,
         FileNotFoundError: If `data_dir` has no training or no validation
             files.
     """
-    imagenet._check_positive("image_size", image_size)
-    imagenet._check_positive("shuffle_buffer", shuffle_buffer)
+    source.check_positive("image_size", image_size)
+    source.check_positive("shuffle_buffer", shuffle_buffer)
     if not isinstance(label_offset, int) or isinstance(label_offset, bool):
         raise ValueError(f"label_offset must be an integer, got "
                          f"{label_offset!r}")
@@ -240,9 +214,10 @@ def imagenet_tfrecord(data_dir=gin.REQUIRED, image_size=224,
         num_eval=num_eval,
         num_classes=imagenet.NUM_CLASSES,
         image_shape=(image_size, image_size, 3),
-        train_dataset_fn=_train_dataset_fn(train_files, image_size,
-                                           shuffle_buffer, label_offset,
-                                           counter),
-        eval_dataset_fn=_eval_dataset_fn(eval_files, num_eval, image_size,
-                                         label_offset, counter),
+        train_dataset_fn=imagenet.train_pipeline(
+            _train_reader(train_files, label_offset), image_size,
+            shuffle_buffer, counter),
+        eval_dataset_fn=imagenet.eval_pipeline(
+            _eval_reader(eval_files, label_offset), num_eval, image_size,
+            counter),
         skipped=counter)
