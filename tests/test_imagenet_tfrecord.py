@@ -153,13 +153,22 @@ def _pipeline_records(files, num_pipelines):
             for pipeline in range(num_pipelines)]
 
 
-def test_two_pipelines_read_disjoint_files(fake):
+def test_each_epoch_is_one_shared_shuffle_dealt_to_the_pipelines(fake):
+    """R12: per epoch, whole files go to one pipeline each, every record is
+    read exactly once, and which pipeline gets which file changes."""
     files, _ = imagenet_tfrecord.list_files(fake[0])
-    parts = _pipeline_records(files, 2)
-    by_file = [{r.numpy() for r in tf.data.TFRecordDataset(f)} for f in files]
-    # As many files as pipelines: pipeline w reads exactly file w.
-    assert parts == by_file
-    assert not parts[0] & parts[1]
+    by_file = [frozenset(r.numpy() for r in tf.data.TFRecordDataset(f))
+               for f in files]
+    pipelines = [imagenet_tfrecord.read_train(files, _context(2, w, 2), 7)
+                 for w in range(2)]
+    assignments = set()
+    for _ in range(8):  # Each iteration of a dataset is a new epoch.
+        parts = [frozenset(r.numpy() for r in p) for p in pipelines]
+        assert not parts[0] & parts[1]
+        assert parts[0] | parts[1] == by_file[0] | by_file[1]
+        assert set(parts) == set(by_file)
+        assignments.add(parts[0])
+    assert len(assignments) == 2
 
 
 def test_more_pipelines_than_files_split_the_records(fake):

@@ -153,3 +153,35 @@ def test_mirrored_strategy_hands_elements_round_robin(num_replicas):
             first = step * batch + int(replica) * n
             np.testing.assert_array_equal(positions, np.arange(first, first + n))
             np.testing.assert_array_equal(indices, stream[first:first + n])
+
+
+def _write_record_files(directory, num_files, per_file):
+    paths = []
+    for i in range(num_files):
+        path = str(directory / f"part-{i}")
+        with tf.io.TFRecordWriter(path) as writer:
+            for j in range(per_file):
+                writer.write(f"{i}/{j}".encode())
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("num_files,per_file,pipelines",
+                         [(5, 3, 2), (1, 12, 3), (2, 5, 3)])
+def test_epoch_share_of_files_is_one_shared_shuffle_per_epoch(
+        tmp_path, num_files, per_file, pipelines):
+    """R12 for file data: each epoch every record goes to exactly one
+    pipeline, and the split changes from epoch to epoch."""
+    files = _write_record_files(tmp_path, num_files, per_file)
+    everything = {f"{i}/{j}".encode() for i in range(num_files)
+                  for j in range(per_file)}
+    shares = [sharding.epoch_share_of_files(
+        files, tf.distribute.InputContext(pipelines, w, pipelines), seed=3,
+        buffer_size=100) for w in range(pipelines)]
+    splits = set()
+    for _ in range(6):  # Each iteration is a new epoch.
+        parts = [[r.numpy() for r in share] for share in shares]
+        assert sum(len(p) for p in parts) == len(everything)
+        assert set().union(*map(set, parts)) == everything
+        splits.add(frozenset(parts[0]))
+    assert len(splits) > 1

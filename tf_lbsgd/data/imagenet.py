@@ -262,19 +262,20 @@ def _shuffle_seed(seed, start_step, pipeline_id):
 
 
 def _read_train(builder, input_context, shuffle_seed):
-    """Reads this pipeline's part of the training split, files shuffled."""
-    num_pipelines = input_context.num_input_pipelines
-    num_files = builder.info.splits["train"].num_shards
-    by_file = 1 < num_pipelines <= num_files
-    read_config = tfds.ReadConfig(
-        input_context=input_context if by_file else None,
-        shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True)
-    dataset = builder.as_dataset(
-        split="train", shuffle_files=True, read_config=read_config,
-        decoders={"image": tfds.decode.SkipDecoding()})
-    if not by_file and num_pipelines > 1:
-        dataset = dataset.shard(num_pipelines, input_context.input_pipeline_id)
-    return dataset
+    """One epoch of this pipeline's part of the training split (R12).
+
+    Reads TFDS's TFRecord files directly so that the files are dealt out
+    under one shuffle shared by all pipelines (`sharding.epoch_share_of_files`)
+    instead of TFDS's fixed per-pipeline split.
+    """
+    files = [os.fspath(p) for p in builder.info.splits["train"].filepaths]
+    records = sharding.epoch_share_of_files(files, input_context,
+                                            shuffle_seed)
+    features = builder.info.features
+    return records.map(
+        lambda record: features.deserialize_example(
+            record, decoders={"image": tfds.decode.SkipDecoding()}),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _check_start_step(start_step):
@@ -297,10 +298,11 @@ def train_pipeline(read_raw_train, image_size, shuffle_buffer, counter):
     corrupt images), repeats the epoch and batches it per replica.
 
     Args:
-        read_raw_train: `(input_context, shuffle_seed) -> tf.data.Dataset`,
+        read_raw_train: `(input_context, shared_seed) -> tf.data.Dataset`,
             one epoch of this pipeline's part of the training split as
-            `(image_bytes, label, True)` elements (see `_decode_pass`), its
-            files shuffled with `shuffle_seed` afresh on every iteration.
+            `(image_bytes, label, True)` elements (see `_decode_pass`),
+            dealt out under a shuffle seeded by `shared_seed`, the same on
+            every pipeline and new on every iteration (R12).
         image_size: Side S of the square output images.
         shuffle_buffer: Records in each pipeline's shuffle buffer.
         counter: `SkipCounter` counting the corrupt images.
@@ -313,9 +315,12 @@ def train_pipeline(read_raw_train, image_size, shuffle_buffer, counter):
     def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
         source.check_positive("per_replica_batch_size", per_replica_batch_size)
         _check_start_step(start_step)
+        # One shuffle shared by all pipelines deals out the epoch (R12);
+        # each pipeline then shuffles its share with its own seed.
+        shared_seed = _shuffle_seed(seed, start_step, "all")
         shuffle_seed = _shuffle_seed(seed, start_step,
                                      input_context.input_pipeline_id)
-        raw = read_raw_train(input_context, shuffle_seed)
+        raw = read_raw_train(input_context, shared_seed)
         raw = raw.shuffle(shuffle_buffer, seed=shuffle_seed,
                           reshuffle_each_iteration=True)
         epoch = _decode_pass(

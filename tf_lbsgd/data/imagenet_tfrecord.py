@@ -31,6 +31,7 @@ import gin
 import tensorflow as tf
 
 from tf_lbsgd.data import imagenet
+from tf_lbsgd.data import sharding
 from tf_lbsgd.data import source
 
 TRAIN_PATTERN = "train-*-of-*"
@@ -38,7 +39,6 @@ EVAL_PATTERN = "validation-*-of-*"
 IMAGE_KEY = "image/encoded"
 LABEL_KEY = "image/class/label"
 # Files read at once by each training pipeline.
-_CYCLE_LENGTH = 16
 _FEATURES = {
     IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
     LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
@@ -96,34 +96,20 @@ def parse_example(serialized, label_offset):
 
 
 def read_train(files, input_context, shuffle_seed):
-    """Reads this pipeline's part of the training records, files shuffled.
+    """One epoch of this pipeline's training records under one shared shuffle.
 
-    Whole files are divided among the pipelines when there are at least as
-    many files as pipelines, else every W-th record is taken. The file order
-    is reshuffled every time the dataset is iterated (every epoch).
+    See `sharding.epoch_share_of_files` (R12): the same shuffled file order
+    on every pipeline, new every epoch, dealt out file by file.
 
     Args:
         files: Sorted training file paths.
         input_context: `tf.distribute.InputContext` of this pipeline.
-        shuffle_seed: Seed of the file shuffle.
+        shuffle_seed: Seed of the shared shuffle (the same on all pipelines).
 
     Returns:
         A finite dataset of serialized examples (one epoch).
     """
-    num_pipelines = input_context.num_input_pipelines
-    pipeline_id = input_context.input_pipeline_id
-    by_file = 1 < num_pipelines <= len(files)
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if by_file:
-        dataset = dataset.shard(num_pipelines, pipeline_id)
-    dataset = dataset.shuffle(len(files), seed=shuffle_seed,
-                              reshuffle_each_iteration=True)
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), _CYCLE_LENGTH),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if not by_file and num_pipelines > 1:
-        dataset = dataset.shard(num_pipelines, pipeline_id)
-    return dataset
+    return sharding.epoch_share_of_files(files, input_context, shuffle_seed)
 
 
 def read_eval(files, input_context):

@@ -186,3 +186,46 @@ def eval_index_dataset(num_examples, per_replica_batch_size, input_context):
                 tf.cast(valid, tf.float32))
 
     return tf.data.Dataset.range(num_steps).map(pipeline_part).unbatch()
+
+
+def _interleave_records(files):
+    """Records of a dataset of file names, read in order (deterministic)."""
+    return files.interleave(tf.data.TFRecordDataset, cycle_length=16,
+                            num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
+
+
+def epoch_share_of_files(files, input_context, seed, buffer_size=10000):
+    """One epoch of this pipeline's records under one shared shuffle (R12).
+
+    PAPER.md R12 (Goyal et al. 2017, Remark 4): one random shuffle of the
+    training set per epoch, divided among the k workers, rather than a fixed
+    part per worker. For data in files, every pipeline shuffles the file list
+    with the same `seed` (so each epoch's order is identical on all workers
+    and new every epoch: iterating again reshuffles) and reads files
+    w, w + W, ... of it. With fewer files than pipelines every pipeline reads
+    all records, shuffles them in a `buffer_size` buffer with the same seed
+    and keeps records w, w + W, .... Each pipeline then shuffles its share
+    locally (see `imagenet.train_pipeline`).
+
+    Args:
+        files: Training file paths (TFRecord).
+        input_context: The `tf.distribute.InputContext` of this pipeline.
+        seed: Shuffle seed, the same on every pipeline.
+        buffer_size: Record shuffle buffer of the fewer-files-than-pipelines
+            case.
+
+    Returns:
+        A finite dataset of serialized records: one epoch of this pipeline.
+    """
+    num_pipelines = input_context.num_input_pipelines
+    pipeline_id = input_context.input_pipeline_id
+    order = tf.data.Dataset.from_tensor_slices(list(files)).shuffle(
+        len(files), seed=seed, reshuffle_each_iteration=True)
+    if num_pipelines == 1:
+        return _interleave_records(order)
+    if len(files) >= num_pipelines:
+        return _interleave_records(order.shard(num_pipelines, pipeline_id))
+    records = _interleave_records(order).shuffle(
+        buffer_size, seed=seed, reshuffle_each_iteration=True)
+    return records.shard(num_pipelines, pipeline_id)
