@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 from tool_loader import load_tool
 from tf_lbsgd import distribute
 from tf_lbsgd.data import imagenet
+from tf_lbsgd.data import imagenet_preprocessing
 from tf_lbsgd.data import source
 from tf_lbsgd.data import imagenet_tfds
 
@@ -97,7 +98,7 @@ def test_corrupt_images_are_skipped_and_counted(dirs):
                              decoders={"image": tfds.decode.SkipDecoding()})
     one_pass = imagenet._decode_pass(
         imagenet._raw_examples(raw),
-        lambda b: imagenet.preprocess_train(b, SIZE), SIZE, counter)
+        lambda b: imagenet_preprocessing.preprocess_train(b, SIZE), SIZE, counter)
     assert len(list(one_pass)) == NUM_TRAIN
     assert counter.value() == CORRUPT
 
@@ -111,8 +112,8 @@ def test_truncated_jpeg_fails_even_if_the_crop_is_intact():
     tf.image.decode_and_crop_jpeg(truncated, [0, 0, 8, 8], channels=3)
     # ...but the training decode checks the file to its end.
     with pytest.raises(tf.errors.InvalidArgumentError):
-        imagenet.preprocess_train(truncated, SIZE)
-    assert imagenet.preprocess_train(tf.constant(data), SIZE).shape == (
+        imagenet_preprocessing.preprocess_train(truncated, SIZE)
+    assert imagenet_preprocessing.preprocess_train(tf.constant(data), SIZE).shape == (
         SIZE, SIZE, 3)
 
 

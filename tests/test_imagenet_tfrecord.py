@@ -15,6 +15,7 @@ import tensorflow as tf
 from tool_loader import load_tool
 from tf_lbsgd import distribute
 from tf_lbsgd.data import imagenet
+from tf_lbsgd.data import imagenet_preprocessing
 from tf_lbsgd.data import imagenet_tfrecord
 from tf_lbsgd.data import source
 
@@ -113,7 +114,7 @@ def test_one_epoch_labels_and_corrupt_count(fake):
     raw = imagenet_tfrecord.read_train(files, _context(), 0).map(
         lambda r: imagenet_tfrecord.parse_example(r, 1))
     one_pass = imagenet._decode_pass(
-        raw, lambda b: imagenet.preprocess_train(b, SIZE), SIZE, counter)
+        raw, lambda b: imagenet_preprocessing.preprocess_train(b, SIZE), SIZE, counter)
     assert len(list(one_pass)) == NUM_TRAIN
     assert counter.value() == CORRUPT
 

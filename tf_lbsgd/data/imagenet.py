@@ -1,18 +1,8 @@
 """ImageNet (TFDS `imagenet2012`) and synthetic ImageNet-shaped data sources.
 
-Preprocessing (PAPER.md R13, R14) uses the Model Garden's
-`official.vision.ops.preprocess_ops`, combined as in its classification
-parser (`official/vision/dataloaders/classification_input.py`):
-
-- training: the JPEG is decoded only inside a random crop of 8%..100% of the
-  area and aspect ratio 3/4..4/3 (`random_crop_image_v2`, i.e.
-  `decode_and_crop_jpeg`; if no crop is found, the centre crop of
-  `center_crop_image_v2`), flipped left-right at random, resized to
-  `image_size` x `image_size` and normalised per channel with the Model
-  Garden's ImageNet `MEAN_RGB` / `STDDEV_RGB`;
-- evaluation: the image is decoded, its shorter side resized to
-  `image_size * 256 / 224` (256 for 224) and the central `image_size` x
-  `image_size` square cropped, then normalised the same way.
+Preprocessing (R13, R14) is in `imagenet_preprocessing`; this module reads
+the records, deals them out among the input pipelines, counts corrupt images
+and batches.
 
 Corrupt images: TFDS is read with `SkipDecoding`, so the bytes are decoded
 here. Decoding a corrupt image raises an error inside the map function; the
@@ -25,14 +15,12 @@ the data is enumerated and closed by a sentinel element; after
 the sentinel) are the skipped images. So the count of a pass is exact once
 the pass has ended; a corrupt training image is counted once per epoch.
 
-Sharding (R12): each input pipeline reads its own part of the training split
-(whole files with `tfds.ReadConfig(input_context=...)` when there are at
-least as many files as pipelines, else every W-th record), shuffles the files
-and a buffer of records with a fresh order every epoch, and batches per
-replica with `drop_remainder`. This is the usual streaming approximation of
-Remark 4's single shuffle divided among the workers. A run resumed at
-`start_step` > 0 starts a fresh shuffle (its seed mixes in `start_step`)
-rather than replaying the skipped part of the stream.
+Sharding (R12): every epoch all pipelines shuffle the file list with one
+shared seed and read files w, w + W, ... of it (`sharding.epoch_share_of_files`),
+then shuffle their share in a local buffer and batch per replica with
+`drop_remainder`. A run resumed at `start_step` > 0 starts a fresh shuffle
+(its seed mixes in `start_step`) rather than replaying the skipped part of
+the stream.
 Evaluation is one ordered pass: pipeline w takes records w, w + W, ... and
 pads with weight-0 examples to ceil(N / B) * R batches of n, the same count
 on every pipeline, so that the weighted sums count every example once.
@@ -46,20 +34,16 @@ import zlib
 import gin
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from official.vision.ops import preprocess_ops
 
 from tf_lbsgd.data import imagenet_tfds
+from tf_lbsgd.data.imagenet_preprocessing import preprocess_eval
+from tf_lbsgd.data.imagenet_preprocessing import preprocess_train
 from tf_lbsgd.data import sharding
 from tf_lbsgd.data import source
 
 NUM_CLASSES = imagenet_tfds.NUM_CLASSES
 NUM_TRAIN = 1281167
 NUM_EVAL = imagenet_tfds.NUM_VALIDATION
-# R14: the shorter side is resized to 256 for a 224 crop.
-EVAL_RESIZE_RATIO = 256 / 224
-CROP_AREA_RANGE = (0.08, 1.0)
-CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
-_JPEG_END_MARKER = b"\xff\xd9"
 
 
 class SkipCounter:
@@ -99,112 +83,6 @@ class ImageNetSource(source.DataSource):
     """
 
     skipped: SkipCounter
-
-
-def eval_resize_size(image_size):
-    """Returns the shorter side before the centre crop: 256 for 224 (R14)."""
-    return int(round(image_size * EVAL_RESIZE_RATIO))
-
-
-def normalize(image):
-    """Per-channel normalisation with the Model Garden's ImageNet statistics.
-
-    Args:
-        image: float [..., 3] image in pixel units (0..255).
-
-    Returns:
-        float32 (image - MEAN_RGB) / STDDEV_RGB.
-    """
-    return preprocess_ops.normalize_image(
-        tf.cast(image, tf.float32), offset=preprocess_ops.MEAN_RGB,
-        scale=preprocess_ops.STDDEV_RGB)
-
-
-def _check_jpeg_complete(image_bytes, image_shape):
-    """Returns True if the JPEG decodes to its end, else raises.
-
-    Files that end with the end-of-image marker pass; the others (such as
-    truncated files) are decoded at their last pixel, which needs the whole
-    entropy-coded data and fails if it is missing.
-    """
-    def decode_last_pixel():
-        window = tf.stack([image_shape[0] - 1, image_shape[1] - 1, 1, 1])
-        pixel = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-        return tf.size(pixel) > 0
-
-    has_end = tf.equal(tf.strings.substr(image_bytes, -2, 2), _JPEG_END_MARKER)
-    return tf.cond(has_end, lambda: tf.constant(True), decode_last_pixel)
-
-
-def _random_crop_jpeg(image_bytes, seed):
-    """Decodes a JPEG inside a random crop (Model Garden fused decode)."""
-    image_shape = tf.image.extract_jpeg_shape(image_bytes)
-    complete = _check_jpeg_complete(image_bytes, image_shape)
-    crop = preprocess_ops.random_crop_image_v2(
-        image_bytes, image_shape, aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
-        area_range=CROP_AREA_RANGE, seed=seed)
-    whole = tf.reduce_all(tf.equal(tf.shape(crop), image_shape))
-    image = tf.cond(
-        whole,
-        lambda: preprocess_ops.center_crop_image_v2(image_bytes, image_shape),
-        lambda: crop)
-    with tf.control_dependencies([complete]):
-        return tf.identity(image)
-
-
-def _random_crop_other(image_bytes, seed):
-    """Decodes a non-JPEG image (e.g. PNG), then crops it at random."""
-    image = tf.io.decode_image(image_bytes, channels=3,
-                               expand_animations=False)
-    crop = preprocess_ops.random_crop_image(
-        image, aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
-        area_range=CROP_AREA_RANGE, seed=seed)
-    whole = tf.reduce_all(tf.equal(tf.shape(crop), tf.shape(image)))
-    return tf.cond(whole, lambda: preprocess_ops.center_crop_image(image),
-                   lambda: crop)
-
-
-def preprocess_train(image_bytes, image_size, seed=1):
-    """Training preprocessing (R13): random crop, flip, resize, normalise.
-
-    Args:
-        image_bytes: Scalar string tensor, the encoded image.
-        image_size: Side S of the square output.
-        seed: Op-level seed of the random crop and flip.
-
-    Returns:
-        float32 [S, S, 3] normalised image. Raises (at run time) an
-        `InvalidArgumentError` if the bytes do not decode.
-    """
-    image = tf.cond(tf.io.is_jpeg(image_bytes),
-                    lambda: _random_crop_jpeg(image_bytes, seed),
-                    lambda: _random_crop_other(image_bytes, seed))
-    image, _, _ = preprocess_ops.random_horizontal_flip(image, seed=seed)
-    image = tf.image.resize(image, [image_size, image_size])
-    image.set_shape([image_size, image_size, 3])
-    return normalize(image)
-
-
-def preprocess_eval(image_bytes, image_size):
-    """Evaluation preprocessing (R14): shorter side to S*256/224, centre crop S.
-
-    Args:
-        image_bytes: Scalar string tensor, the encoded image.
-        image_size: Side S of the square output.
-
-    Returns:
-        float32 [S, S, 3] normalised image. Raises (at run time) an
-        `InvalidArgumentError` if the bytes do not decode.
-    """
-    image = tf.io.decode_image(image_bytes, channels=3,
-                               expand_animations=False)
-    image, _ = preprocess_ops.resize_image(image, eval_resize_size(image_size))
-    shape = tf.shape(image)
-    image = tf.image.crop_to_bounding_box(
-        image, (shape[0] - image_size) // 2, (shape[1] - image_size) // 2,
-        image_size, image_size)
-    image.set_shape([image_size, image_size, 3])
-    return normalize(image)
 
 
 def _raw_examples(dataset):
