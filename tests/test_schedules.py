@@ -261,6 +261,16 @@ def test_build_paper_imagenet_8k():
                                [3.2, 0.32, 0.32, 0.032, 0.032, 0.0032, 0.0032], rtol=1e-6)
 
 
+@pytest.mark.parametrize("warmup", ["gradual", "constant"])
+def test_build_below_reference_batch_does_not_warm_down(warmup):
+    """kn = 32 < 256: the scaled rate 0.1 * 32 / 256 applies from step 0,
+    not a ramp down from the reference 0.1."""
+    sched = schedules.build_learning_rate_schedule(32, 100, warmup=warmup,
+                                                   decay="constant")
+    np.testing.assert_allclose(_values(sched, [0, 50, 499, 500, 600]),
+                               [0.0125] * 5, rtol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs,expected_type", [
     ({}, schedules.GradualWarmup),
     ({"warmup": "constant"}, schedules.ConstantWarmup),

@@ -497,8 +497,9 @@ def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1
 
     The peak rate is ``scaled_learning_rate(global_batch_size, base_lr,
     base_batch_size, scaling)``. Warmup starts from ``base_lr`` (the kn=256
-    rate: "start from eta") and all epochs are absolute from the start of
-    training.
+    rate: "start from eta"), or from the peak rate itself when that is lower
+    (kn below the reference batch: no warmup is needed), and all epochs are
+    absolute from the start of training.
 
     Example, the paper's ImageNet 8k setting: ``global_batch_size=8192``,
     ``steps_per_epoch=1281167 / 8192`` and the defaults give lr = 0.1 at
@@ -533,8 +534,11 @@ def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1
     peak_lr = scaled_learning_rate(global_batch_size, base_lr, base_batch_size, scaling)
     after = _build_decay(decay, peak_lr, steps_per_epoch, decay_epochs, decay_factor,
                          total_epochs)
+    # Below the reference batch the scaled rate is under base_lr: there is
+    # nothing to warm up to, so warmup starts (and stays) at the peak rate.
+    start_lr = min(base_lr, peak_lr)
     if warmup == "gradual":
-        return GradualWarmup(after, base_lr, warmup_epochs, steps_per_epoch)
+        return GradualWarmup(after, start_lr, warmup_epochs, steps_per_epoch)
     if warmup == "constant":
-        return ConstantWarmup(after, base_lr, warmup_epochs, steps_per_epoch)
+        return ConstantWarmup(after, start_lr, warmup_epochs, steps_per_epoch)
     return after
