@@ -37,6 +37,7 @@ def _train(strategy, bn_group_size, initial_weights):
             after=schedules.ConstantLR(0.4), start_lr=0.1, warmup_epochs=1,
             steps_per_epoch=STEPS)
         optimizer = optimizers.MomentumSGD(learning_rate=schedule,
+                                           aggregate_gradients=False,
                                            momentum=0.9, l2_weight_decay=1e-4)
         optimizer.build(model.trainable_variables)
         step = orbit.utils.create_global_step()

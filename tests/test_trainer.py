@@ -22,7 +22,8 @@ def test_median_of_final_five():
 def test_nan_loss_stops_training_with_the_step():
     strategy = tf.distribute.get_strategy()
     model = resnet_cifar(input_shape=(8, 8, 1), depth=8, width=4)
-    optimizer = optimizers.MomentumSGD(learning_rate=0.1)
+    optimizer = optimizers.MomentumSGD(learning_rate=0.1,
+                                       aggregate_gradients=False)
     optimizer.build(model.trainable_variables)
     step = orbit.utils.create_global_step()
     x = np.full((4, 8, 8, 1), np.nan, "f4")  # e.g. a corrupt input

@@ -104,16 +104,66 @@ def validate_tf_config(env=None):
     return config
 
 
-def _multi_worker(collective, bytes_per_pack, timeout_seconds):
-    validate_tf_config()
+def communication_options(collective="auto", bytes_per_pack=0,
+                          timeout_seconds=None):
+    """The `CommunicationOptions` of the cross-worker collectives.
+
+    Args:
+        collective: `nccl` (GPU hosts: NVIDIA's ring/tree kernels inside and
+            across servers), `ring` (TensorFlow's own ring, gRPC between
+            hosts; the one for CPUs) or `auto` (NCCL when every worker has
+            GPUs, else ring).
+        bytes_per_pack: split an all-reduce of many tensors into packs of
+            about this many bytes, each its own collective launched as soon
+            as its gradients exist (the paper's per-layer-group buckets
+            overlapped with backprop); 0 packs everything into one.
+        timeout_seconds: abort a collective that waits longer (a dead peer),
+            None to wait forever.
+
+    Raises:
+        ValueError: naming an unknown collective, a negative pack size or a
+            non-positive timeout.
+    """
     if collective not in COLLECTIVES:
         raise ValueError(f"Unknown collective {collective!r}; expected one of "
                          f"{sorted(COLLECTIVES)}")
-    options = tf.distribute.experimental.CommunicationOptions(
-        bytes_per_pack=bytes_per_pack, timeout_seconds=timeout_seconds,
+    if int(bytes_per_pack) != bytes_per_pack or bytes_per_pack < 0:
+        raise ValueError(f"bytes_per_pack must be a non-negative integer, got "
+                         f"{bytes_per_pack!r}")
+    if timeout_seconds is not None and not timeout_seconds > 0:
+        raise ValueError(f"timeout_seconds must be positive or None, got "
+                         f"{timeout_seconds!r}")
+    return tf.distribute.experimental.CommunicationOptions(
+        bytes_per_pack=int(bytes_per_pack), timeout_seconds=timeout_seconds,
         implementation=COLLECTIVES[collective])
+
+
+def _multi_worker(collective, bytes_per_pack, timeout_seconds):
+    validate_tf_config()
+    options = communication_options(collective, bytes_per_pack,
+                                    timeout_seconds)
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=options)
+
+
+def check_cluster_kind(kind, env=None):
+    """Refuses a single-worker strategy when TF_CONFIG names several tasks.
+
+    Each worker would otherwise train its own model alone and all would
+    write to the same model_dir.
+
+    Raises:
+        ValueError: naming the kind and the cluster.
+    """
+    cluster = validate_tf_config(env).get("cluster", {})
+    tasks = sum(len(addresses) for job, addresses in cluster.items()
+                if job in ("chief", "worker"))
+    if tasks > 1 and kind not in ("multi_worker_mirrored", "tpu"):
+        raise ValueError(
+            f"TF_CONFIG describes a cluster of {tasks} workers but the "
+            f"strategy kind is {kind!r}; bind distribute.build_strategy.kind "
+            f"= 'multi_worker_mirrored' (e.g. --gin_file=distribute/"
+            f"multi_worker_ring) or unset TF_CONFIG")
 
 
 def _tpu(tpu_address):
@@ -142,8 +192,10 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
         A `tf.distribute.Strategy`.
 
     Raises:
-        ValueError: for an unknown kind or collective, or a bad TF_CONFIG.
+        ValueError: for an unknown kind or collective, a bad TF_CONFIG, or
+            a TF_CONFIG cluster of several workers with a one-worker kind.
     """
+    check_cluster_kind(kind)
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "one_device":

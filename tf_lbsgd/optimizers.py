@@ -229,7 +229,10 @@ class MomentumSGD(keras.optimizers.Optimizer):
     the number of replicas (adding it to each replica's loss instead would
     count it k times). Each replica's loss must be its summed per-example loss
     divided by the global batch (R8) for the summed gradient to be the
-    gradient of the mean loss.
+    gradient of the mean loss. With ``aggregate_gradients=False`` the
+    optimizer takes gradients that the training loop has already summed
+    (``allreduce.GradientAllReduce``, which controls packing and compression)
+    and does not all-reduce them again; everything else is unchanged.
 
     Under a distribution strategy, build the optimizer inside
     ``strategy.scope()`` (e.g. ``optimizer.build(model.trainable_variables)``)
@@ -248,6 +251,9 @@ class MomentumSGD(keras.optimizers.Optimizer):
             ignored by the unscaled form, which needs none.
         l2_weight_decay: ``lambda`` >= 0, added to the gradient.
         decay_bias: also decay ``bias`` variables.
+        aggregate_gradients: sum the gradients over replicas in
+            ``apply_gradients`` (Keras' default); False when the caller has
+            already all-reduced them.
         name: optimizer name.
         **kwargs: passed to ``keras.optimizers.Optimizer`` (e.g. ``clipnorm``);
             ``weight_decay`` (decoupled decay) is refused.
@@ -265,6 +271,7 @@ class MomentumSGD(keras.optimizers.Optimizer):
                  momentum_correction=True,
                  l2_weight_decay=1e-4,
                  decay_bias=False,
+                 aggregate_gradients=True,
                  name="momentum_sgd",
                  **kwargs):
         momentum = _check_momentum(momentum)
@@ -279,6 +286,13 @@ class MomentumSGD(keras.optimizers.Optimizer):
         self.momentum_correction = bool(momentum_correction)
         self.l2_weight_decay = l2_weight_decay
         self.decay_bias = bool(decay_bias)
+        self.aggregate_gradients = bool(aggregate_gradients)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        """Keras' replica-context gradient sum, skipped when already done."""
+        if not self.aggregate_gradients:
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
 
     @property
     def _tracks_velocity_rate(self):
@@ -392,6 +406,7 @@ class MomentumSGD(keras.optimizers.Optimizer):
             "momentum_correction": self.momentum_correction,
             "l2_weight_decay": self.l2_weight_decay,
             "decay_bias": self.decay_bias,
+            "aggregate_gradients": self.aggregate_gradients,
         })
         return config
 
@@ -403,7 +418,8 @@ def build_optimizer(learning_rate,
                     velocity_form="unscaled",
                     momentum_correction=True,
                     l2_weight_decay=1e-4,
-                    decay_bias=False):
+                    decay_bias=False,
+                    aggregate_gradients=True):
     """Builds the paper's optimiser (R5-R7): momentum SGD with L2 decay.
 
     Args:
@@ -416,6 +432,8 @@ def build_optimizer(learning_rate,
         momentum_correction: correct the scaled velocity on rate changes.
         l2_weight_decay: ``lambda``, 1e-4 in the paper (not scaled with kn).
         decay_bias: also decay ``bias`` variables.
+        aggregate_gradients: False when the training loop all-reduces the
+            gradients itself (``trainer.Trainer`` does).
 
     Returns:
         A ``MomentumSGD``.
@@ -428,4 +446,5 @@ def build_optimizer(learning_rate,
         momentum_correction=momentum_correction,
         l2_weight_decay=l2_weight_decay,
         decay_bias=decay_bias,
+        aggregate_gradients=aggregate_gradients,
     )

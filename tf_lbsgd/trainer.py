@@ -4,7 +4,7 @@ One train step, on every replica at once under `strategy.run`:
 
     logits = model(x_j, training=True)          # per-replica BN (R9)
     loss_j = sum_i l(x_ij) / kn                 # global-batch normalisation (R8)
-    g = allreduce_sum_j grad(loss_j)            # inside optimizer.apply_gradients
+    g = allreduce_sum_j grad(loss_j)            # allreduce.GradientAllReduce
     w <- momentum SGD update with L2 decay (R5-R7), applied once, identically
 
 orbit runs `steps_per_loop` of these inside one `tf.function` (a
@@ -18,6 +18,7 @@ import numpy as np
 import orbit
 import tensorflow as tf
 
+from tf_lbsgd import allreduce
 from tf_lbsgd import losses
 
 
@@ -65,16 +66,29 @@ class Trainer(orbit.StandardTrainer):
     Args:
         strategy: the `tf.distribute.Strategy` (k replicas).
         model: a Keras model returning logits.
-        optimizer: a Keras optimizer (it all-reduces gradients by summation).
+        optimizer: a Keras optimizer that takes already summed gradients
+            (`MomentumSGD(aggregate_gradients=False)`).
         train_dataset: a distributed dataset of (images, labels) per replica.
         global_batch_size: kn, the divisor of every replica's loss (R8).
         global_step: the tf.Variable step counter kept in the checkpoint.
         extra_outputs: optional callable returning more scalars to report
             after each loop (e.g. the count of skipped corrupt images).
+        gradient_allreduce: the `allreduce.GradientAllReduce` summing the
+            replicas' gradients (default: one pack, no compression).
+
+    Raises:
+        ValueError: if the optimizer would all-reduce the gradients again.
     """
 
     def __init__(self, strategy, model, optimizer, train_dataset,
-                 global_batch_size, global_step, extra_outputs=None):
+                 global_batch_size, global_step, extra_outputs=None,
+                 gradient_allreduce=None):
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        if getattr(inner, "aggregate_gradients", True):
+            raise ValueError(
+                f"optimizer {inner.name!r} sums gradients over replicas "
+                f"itself, but the Trainer all-reduces them already; build it "
+                f"with aggregate_gradients=False")
         super().__init__(train_dataset, orbit.StandardTrainerOptions(
             use_tf_function=True, use_tf_while_loop=True))
         self.strategy = strategy
@@ -83,6 +97,8 @@ class Trainer(orbit.StandardTrainer):
         self.global_batch_size = global_batch_size
         self.global_step = global_step
         self.extra_outputs = extra_outputs
+        self.gradient_allreduce = (gradient_allreduce
+                                   or allreduce.GradientAllReduce())
         with strategy.scope():
             self.sums = _Accumulators(["loss", "correct", "examples"])
         self._loop_start = None
@@ -97,7 +113,7 @@ class Trainer(orbit.StandardTrainer):
             per_example = losses.per_example_cross_entropy(labels, logits)
             loss = losses.global_batch_loss(per_example, self.global_batch_size)
         variables = self.model.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = self.gradient_allreduce(tape.gradient(loss, variables))
         self.optimizer.apply_gradients(zip(grads, variables))
         self.sums.add(loss=loss, correct=top_k_correct(labels, logits, 1),
                       examples=tf.shape(labels)[0])
@@ -159,6 +175,7 @@ class Evaluator(orbit.StandardEvaluator):
         self.model = model
         self._compiled_step = tf.function(self._replica_step)
         self.history = list(history or [])
+        self.last_output = None
         with strategy.scope():
             self.sums = _Accumulators(["loss", "top1", "top5", "examples"])
 
@@ -181,10 +198,11 @@ class Evaluator(orbit.StandardEvaluator):
         count = max(sums["examples"], 1.0)
         top1_error = 1.0 - sums["top1"] / count
         self.history.append(top1_error)
-        return {
+        self.last_output = {
             "eval/loss": sums["loss"] / count,
             "eval/top1_error": top1_error,
             "eval/top5_error": 1.0 - sums["top5"] / count,
             "eval/median5_top1_error": median_of_final(self.history),
             "eval/examples": sums["examples"],
         }
+        return self.last_output
