@@ -46,8 +46,11 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     # Imported here so that --help does not start TensorFlow.
     from tf_lbsgd import config  # pylint: disable=g-import-not-at-top
+    from tf_lbsgd import distribute  # pylint: disable=g-import-not-at-top
+    from tf_lbsgd import preemption  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import train_lib  # pylint: disable=g-import-not-at-top
     try:
+        distribute.validate_tf_config()
         config.parse(_GIN_FILE.value or [DEFAULT_GIN_FILE], _GIN_BINDINGS.value)
     except (ValueError, FileNotFoundError) as e:
         print(f"tf-lbsgd: error: {e}", file=sys.stderr)
@@ -55,7 +58,12 @@ def main(argv):
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
     try:
         metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
-    except FileNotFoundError as e:  # Missing data set or checkpoint.
+    except preemption.Preempted as e:
+        print(f"tf-lbsgd: preempted at step {e.step}: checkpoint saved in "
+              f"{_MODEL_DIR.value}; "
+              f"re-run the same command to resume", file=sys.stderr)
+        return preemption.PREEMPTED_EXIT_CODE
+    except (FileNotFoundError, ValueError) as e:  # Missing data, bad setting.
         logging.exception("tf-lbsgd failed")
         print(f"tf-lbsgd: error: {e}", file=sys.stderr)
         return 1

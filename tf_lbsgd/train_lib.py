@@ -8,12 +8,16 @@ import os
 import time
 
 import gin
+import keras
 import orbit
 import tensorflow as tf
 
+from tf_lbsgd import allreduce
+from tf_lbsgd import checkpoints
 from tf_lbsgd import distribute
 from tf_lbsgd import optimizers
 from tf_lbsgd import outputs
+from tf_lbsgd import preemption
 from tf_lbsgd import schedules
 from tf_lbsgd.data import source
 from tf_lbsgd.progress import ProgressReporter
@@ -47,19 +51,22 @@ def resolve_batch_sizes(num_replicas, per_replica_batch_size,
 class _Run:
     """The objects of one run, built under the strategy's scope."""
 
-    def __init__(self, strategy, data, model_fn, n, global_batch, epochs):
+    def __init__(self, strategy, data, model_fn, n, global_batch, epochs,
+                 seed):
         self.strategy = strategy
         self.data = data
         self.steps_per_epoch = data.num_train / global_batch
         self.total_steps = schedules.epochs_to_steps(epochs,
                                                      self.steps_per_epoch)
+        keras.utils.set_random_seed(seed)  # Same initial weights every run.
         with strategy.scope():
             self.model = model_fn(input_shape=data.image_shape,
                                   num_classes=data.num_classes)
             schedule = schedules.build_learning_rate_schedule(
                 global_batch_size=global_batch,
                 steps_per_epoch=self.steps_per_epoch, total_epochs=epochs)
-            self.optimizer = optimizers.build_optimizer(learning_rate=schedule)
+            self.optimizer = optimizers.build_optimizer(
+                learning_rate=schedule, aggregate_gradients=False)
             self.optimizer.build(self.model.trainable_variables)
             self.global_step = orbit.utils.create_global_step()
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64,
@@ -68,12 +75,6 @@ class _Run:
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer,
             global_step=self.global_step, train_seconds=self.train_seconds)
-
-
-def _checkpoint_manager(run, model_dir, every_steps):
-    return tf.train.CheckpointManager(
-        run.checkpoint, directory=model_dir, max_to_keep=3,
-        step_counter=run.global_step, checkpoint_interval=every_steps)
 
 
 def _datasets(run, n, seed, start_step):
@@ -101,8 +102,14 @@ def _eval_boundaries(start, total, every_epochs, steps_per_epoch):
     return [s for s in stops if s > start] + [total]
 
 
-def _metrics(run, global_batch, steps_done, seconds, eval_output):
+def _metrics(run, global_batch, start_step, seconds_before, evaluator,
+             earlier, model_dir):
+    """The metrics.json of this run: throughput of the steps trained now,
+    the latest evaluation with the whole history (an earlier run's if
+    nothing was evaluated now)."""
     step = int(run.global_step.numpy())
+    steps_done = step - start_step
+    seconds = float(run.train_seconds.numpy()) - seconds_before
     metrics = {
         "skipped_images": source.num_skipped_images(run.data),
         "global_step": step,
@@ -111,33 +118,52 @@ def _metrics(run, global_batch, steps_done, seconds, eval_output):
         "num_replicas": run.strategy.num_replicas_in_sync,
         "train_wall_time_s": float(run.train_seconds.numpy()),
         "examples_per_second": steps_done * global_batch / seconds
-        if seconds > 0 else None,
+        if steps_done and seconds > 0 else None,
     }
-    if eval_output:
+    if not steps_done:  # Nothing trained now: keep the earlier throughput.
+        metrics["examples_per_second"] = outputs.read_metrics(model_dir).get(
+            "examples_per_second")
+    result = evaluator.last_output
+    if result:
         metrics["eval"] = {
-            "top1_accuracy": 1.0 - eval_output["eval/top1_error"],
-            "top1_error": eval_output["eval/top1_error"],
-            "top5_error": eval_output["eval/top5_error"],
-            "loss": eval_output["eval/loss"],
-            "examples": eval_output["eval/examples"],
-            "median5_top1_error": eval_output["eval/median5_top1_error"],
+            "top1_accuracy": 1.0 - result["eval/top1_error"],
+            "top1_error": result["eval/top1_error"],
+            "top5_error": result["eval/top5_error"],
+            "loss": result["eval/loss"],
+            "examples": result["eval/examples"],
+            "median5_top1_error": result["eval/median5_top1_error"],
+            "top1_error_history": evaluator.history,
         }
+    elif earlier:  # No evaluation now: keep the last one (and its history).
+        metrics["eval"] = earlier
     return metrics
 
 
 def _train(controller, run, stops, eval_each):
-    """Trains to each stop (evaluating there if asked); returns eval output."""
-    eval_output = None
+    """Trains to each stop, evaluating there if asked.
+
+    On preemption the checkpoint of the current step is saved (on every
+    worker) before `preemption.Preempted` propagates.
+    """
     for stop in stops:
         if stop <= int(run.global_step.numpy()):
             continue
         start = time.time()
-        controller.train(steps=stop, checkpoint_at_completion=False)
+        try:
+            controller.train(steps=stop, checkpoint_at_completion=False)
+        except preemption.Preempted:
+            run.train_seconds.assign_add(time.time() - start)
+            controller.save_checkpoint()
+            raise
         run.train_seconds.assign_add(time.time() - start)
         controller.save_checkpoint()
         if eval_each:
-            eval_output = controller.evaluate(steps=-1)
-    return eval_output
+            controller.evaluate(steps=-1)
+
+
+def _task_id(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return int(getattr(resolver, "task_id", None) or 0)
 
 
 @gin.configurable(denylist=["model_dir", "mode"])
@@ -145,7 +171,7 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         model_fn=gin.REQUIRED, per_replica_batch_size=32,
         global_batch_size=None, epochs=gin.REQUIRED, seed=0,
         steps_per_loop=50, eval_every_epochs=1.0,
-        checkpoint_every_steps=500):
+        checkpoint_every_steps=500, keep_checkpoints=3):
     """Trains and/or evaluates a model with the large-minibatch recipe.
 
     Args:
@@ -158,29 +184,38 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         per_replica_batch_size: n, examples per worker (R9).
         global_batch_size: kn; if given, n is derived from it.
         epochs: training length in epochs.
-        seed: seed of the per-epoch shuffle (R12) and augmentation.
+        seed: seed of the initial weights, the per-epoch shuffle (R12) and
+            the augmentation.
         steps_per_loop: steps per `tf.function` call (one host sync each).
         eval_every_epochs: evaluate every this many epochs (0: only at end).
         checkpoint_every_steps: checkpoint interval in steps.
+        keep_checkpoints: how many of the latest checkpoints to keep.
 
     Returns:
         The metrics dict also written to model_dir/metrics.json.
 
     Raises:
         ValueError: for a bad mode or batch sizes.
+        preemption.Preempted: when a worker got SIGTERM; every worker has
+            saved the checkpoint of the current step (and the chief
+            metrics.json) first.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
+    tf.io.gfile.makedirs(model_dir)
     strategy = distribute.build_strategy()
     n, global_batch = resolve_batch_sizes(strategy.num_replicas_in_sync,
                                           per_replica_batch_size,
                                           global_batch_size)
-    run_ = _Run(strategy, data(), model_fn, n, global_batch, epochs)
+    run_ = _Run(strategy, data(), model_fn, n, global_batch, epochs,
+                seed)
     chief = distribute.is_chief(strategy)
-    manager = _checkpoint_manager(run_, model_dir, checkpoint_every_steps)
+    manager = checkpoints.checkpoint_manager(
+        run_.checkpoint, model_dir, run_.global_step, checkpoint_every_steps,
+        chief=chief, task_id=_task_id(strategy), max_to_keep=keep_checkpoints)
     manager.restore_or_initialize()
     start_step = int(run_.global_step.numpy())
-    if mode == "eval" and manager.latest_checkpoint is None:
+    if mode == "eval" and tf.train.latest_checkpoint(model_dir) is None:
         raise FileNotFoundError(
             f"--mode=eval needs a checkpoint, but {model_dir} has none; train "
             f"first with --mode=train or train_and_eval")
@@ -188,10 +223,12 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     trainer = Trainer(
         strategy, run_.model, run_.optimizer, train_ds, global_batch,
         run_.global_step, extra_outputs=lambda: {
-            "data/skipped_images": source.num_skipped_images(run_.data)})
+            "data/skipped_images": source.num_skipped_images(run_.data)},
+        gradient_allreduce=allreduce.GradientAllReduce())
     earlier = outputs.read_metrics(model_dir).get("eval", {})
     evaluator = Evaluator(strategy, run_.model, eval_ds,
                           history=earlier.get("top1_error_history"))
+    watcher = preemption.PreemptionWatcher(strategy, run_.global_step)
     controller = orbit.Controller(
         global_step=run_.global_step, trainer=trainer, evaluator=evaluator,
         strategy=strategy, steps_per_loop=steps_per_loop,
@@ -199,29 +236,31 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         summary_dir=os.path.join(model_dir, "train") if chief else None,
         eval_summary_dir=os.path.join(model_dir, "eval") if chief else None,
         train_actions=[ProgressReporter(run_.global_step, run_.total_steps,
-                                        run_.steps_per_epoch)])
+                                        run_.steps_per_epoch), watcher])
     if chief:
         outputs.write_operative_config(model_dir,
                                        os.path.join(model_dir, "train"),
                                        start_step)
-    eval_output = None
     seconds_before = float(run_.train_seconds.numpy())
-    if mode != "eval":
-        stops = _eval_boundaries(start_step, run_.total_steps,
-                                 eval_every_epochs, run_.steps_per_epoch)
-        eval_output = _train(controller, run_, stops, mode == "train_and_eval")
-    if mode == "eval" or (mode == "train_and_eval" and eval_output is None):
-        eval_output = controller.evaluate(steps=-1)
-    steps_done = int(run_.global_step.numpy()) - start_step
-    seconds = float(run_.train_seconds.numpy()) - seconds_before
-    metrics = _metrics(run_, global_batch, steps_done, seconds, eval_output)
-    if eval_output:
-        metrics["eval"]["top1_error_history"] = evaluator.history
-    elif earlier:  # No evaluation now: keep the last one (and its history).
-        metrics["eval"] = earlier
-    if not steps_done:  # Nothing trained now: keep the earlier throughput.
-        metrics["examples_per_second"] = outputs.read_metrics(model_dir).get(
-            "examples_per_second")
-    if chief:
-        outputs.write_metrics(model_dir, metrics)
-    return metrics
+
+    def finish():
+        metrics = _metrics(run_, global_batch, start_step, seconds_before,
+                           evaluator, earlier, model_dir)
+        if chief:
+            outputs.write_metrics(model_dir, metrics)
+        return metrics
+
+    try:
+        if mode != "eval":
+            stops = _eval_boundaries(start_step, run_.total_steps,
+                                     eval_every_epochs, run_.steps_per_epoch)
+            _train(controller, run_, stops, mode == "train_and_eval")
+        if mode == "eval" or (mode == "train_and_eval"
+                              and evaluator.last_output is None):
+            controller.evaluate(steps=-1)
+    except preemption.Preempted:
+        finish()  # Keep the evaluations made so far in metrics.json.
+        raise
+    finally:
+        watcher.close()
+    return finish()
