@@ -20,8 +20,11 @@ TRAIN_TAGS = {"train/loss", "train/top1_error", "train/learning_rate",
 EVAL_TAGS = {"eval/loss", "eval/top1_error", "eval/top5_error"}
 
 
-def _cli(model_dir, *args):
+def _cli(model_dir, *args, tf_config=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = tf_config
     return subprocess.run(
         [sys.executable, "-m", "tf_lbsgd", f"--model_dir={model_dir}", *args],
         capture_output=True, text=True, env=env, timeout=600, check=False)
@@ -110,6 +113,32 @@ def test_missing_data_names_files_and_the_install_command(tmp_path):
     assert result.returncode == 1
     assert "/nonexistent/fm/train-images-idx3-ubyte.gz" in result.stderr
     assert "apt-get install -y dataset-fashion-mnist" in result.stderr
+
+
+@pytest.mark.parametrize("tf_config,message", [
+    ("{not json", "TF_CONFIG is not valid JSON"),
+    (json.dumps({"task": {"type": "worker", "index": 0}}),
+     "TF_CONFIG has no 'cluster'"),
+    (json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                 "task": {"type": "worker", "index": 2}}),
+     "TF_CONFIG task index 2 is out of range for 2 'worker' tasks"),
+])
+def test_bad_tf_config_fails_before_writing(tmp_path, tf_config, message):
+    result = _cli(tmp_path / "never", tf_config=tf_config)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_cluster_with_a_one_worker_strategy_is_refused(tmp_path):
+    tf_config = json.dumps({"cluster": {"worker": ["localhost:1",
+                                                   "localhost:2"]},
+                            "task": {"type": "worker", "index": 0}})
+    result = _cli(tmp_path / "model", tf_config=tf_config)  # kind: mirrored
+    assert result.returncode == 1
+    assert ("TF_CONFIG describes a cluster of 2 workers but the strategy "
+            "kind is 'mirrored'") in result.stderr
+    assert not tf.io.gfile.glob(str(tmp_path / "model" / "ckpt-*"))
 
 
 def test_helpfull_documents_the_flags():

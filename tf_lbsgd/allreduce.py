@@ -29,8 +29,9 @@ class GradientAllReduce:
             the strategy's setting (one pack unless `build_strategy` sets it).
         compression: `none`, or `float16` to cast float32 gradients to
             float16 for the all-reduce and back after it (half the bytes on
-            the wire; values above 65504 overflow to inf, tiny ones flush to
-            0, which a loss scale guards against).
+            the wire). The sum is formed in float16 too: a value or partial
+            sum above 65504 overflows to inf and tiny ones flush to 0, which
+            a loss scale guards against.
         timeout_seconds: per-collective timeout, None for the strategy's.
         collective: `auto` (the strategy's implementation), `ring` or `nccl`.
 

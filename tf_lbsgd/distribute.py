@@ -127,10 +127,15 @@ def communication_options(collective="auto", bytes_per_pack=0,
     if collective not in COLLECTIVES:
         raise ValueError(f"Unknown collective {collective!r}; expected one of "
                          f"{sorted(COLLECTIVES)}")
-    if int(bytes_per_pack) != bytes_per_pack or bytes_per_pack < 0:
+    if (isinstance(bytes_per_pack, bool)
+            or not isinstance(bytes_per_pack, (int, float))
+            or bytes_per_pack != int(bytes_per_pack) or bytes_per_pack < 0):
         raise ValueError(f"bytes_per_pack must be a non-negative integer, got "
                          f"{bytes_per_pack!r}")
-    if timeout_seconds is not None and not timeout_seconds > 0:
+    if timeout_seconds is not None and (
+            isinstance(timeout_seconds, bool)
+            or not isinstance(timeout_seconds, (int, float))
+            or not timeout_seconds > 0):
         raise ValueError(f"timeout_seconds must be positive or None, got "
                          f"{timeout_seconds!r}")
     return tf.distribute.experimental.CommunicationOptions(

@@ -228,15 +228,17 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     earlier = outputs.read_metrics(model_dir).get("eval", {})
     evaluator = Evaluator(strategy, run_.model, eval_ds,
                           history=earlier.get("top1_error_history"))
-    watcher = preemption.PreemptionWatcher(strategy, run_.global_step)
+    actions = [ProgressReporter(run_.global_step, run_.total_steps,
+                                run_.steps_per_epoch)]
+    if mode != "eval":  # SIGTERM is only caught where a loop checks for it.
+        actions.append(preemption.PreemptionWatcher(strategy, run_.global_step))
     controller = orbit.Controller(
         global_step=run_.global_step, trainer=trainer, evaluator=evaluator,
         strategy=strategy, steps_per_loop=steps_per_loop,
         checkpoint_manager=manager,
         summary_dir=os.path.join(model_dir, "train") if chief else None,
         eval_summary_dir=os.path.join(model_dir, "eval") if chief else None,
-        train_actions=[ProgressReporter(run_.global_step, run_.total_steps,
-                                        run_.steps_per_epoch), watcher])
+        train_actions=actions)
     if chief:
         outputs.write_operative_config(model_dir,
                                        os.path.join(model_dir, "train"),
@@ -262,5 +264,6 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         finish()  # Keep the evaluations made so far in metrics.json.
         raise
     finally:
-        watcher.close()
+        for action in actions[1:]:
+            action.close()
     return finish()
