@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tf_lbsgd import allreduce
+from tf_lbsgd import config
 from tf_lbsgd import distribute
 from tf_lbsgd import optimizers
 from tf_lbsgd.models.resnet_cifar import resnet_cifar
@@ -374,3 +375,11 @@ def test_get_config_round_trips_aggregate_gradients(aggregate):
     assert optimizers.MomentumSGD().aggregate_gradients is True
     assert optimizers.build_optimizer(
         0.1, aggregate_gradients=aggregate).aggregate_gradients is aggregate
+
+
+def test_gin_binds_the_gradient_allreduce():
+    config.parse([], ["allreduce.GradientAllReduce.compression = 'float16'",
+                      "allreduce.GradientAllReduce.bytes_per_pack = 4e6"])
+    reducer = allreduce.GradientAllReduce()
+    assert reducer.compression == "float16"
+    assert reducer.options.bytes_per_pack == 4_000_000
