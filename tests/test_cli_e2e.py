@@ -16,7 +16,8 @@ SMALL = [  # k = 2 simulated workers x n = 32: 937.5 steps per epoch.
     "--gin_bindings=train_lib.run.checkpoint_every_steps = 2",
 ]
 TRAIN_TAGS = {"train/loss", "train/top1_error", "train/learning_rate",
-              "train/examples_per_second"}
+              "train/examples_per_second", "train/loss_scale",
+              "train/skipped_steps"}
 EVAL_TAGS = {"eval/loss", "eval/top1_error", "eval/top5_error"}
 
 
@@ -63,6 +64,7 @@ def test_writes_events_checkpoint_config_and_metrics(first_run):
     assert metrics["global_batch_size"] == 64
     assert metrics["num_replicas"] == 2
     assert metrics["train_wall_time_s"] > 0
+    assert metrics["skipped_steps"] == 0 and metrics["loss_scale"] == 1.0
     assert metrics["examples_per_second"] > 0
     assert metrics["eval"]["examples"] == 10000
     assert 0.0 <= metrics["eval"]["top1_error"] <= 1.0

@@ -17,6 +17,7 @@ from tf_lbsgd import checkpoints
 from tf_lbsgd import distribute
 from tf_lbsgd import optimizers
 from tf_lbsgd import outputs
+from tf_lbsgd import precision as precision_lib
 from tf_lbsgd import preemption
 from tf_lbsgd import schedules
 from tf_lbsgd.data import source
@@ -52,7 +53,7 @@ class _Run:
     """The objects of one run, built under the strategy's scope."""
 
     def __init__(self, strategy, data, model_fn, n, global_batch, epochs,
-                 seed):
+                 seed, precision_name):
         self.strategy = strategy
         self.data = data
         self.steps_per_epoch = data.num_train / global_batch
@@ -60,21 +61,28 @@ class _Run:
                                                      self.steps_per_epoch)
         keras.utils.set_random_seed(seed)  # Same initial weights every run.
         with strategy.scope():
-            self.model = model_fn(input_shape=data.image_shape,
-                                  num_classes=data.num_classes)
+            with precision_lib.dtype_policy(precision_name):
+                self.model = model_fn(input_shape=data.image_shape,
+                                      num_classes=data.num_classes)
             schedule = schedules.build_learning_rate_schedule(
                 global_batch_size=global_batch,
                 steps_per_epoch=self.steps_per_epoch, total_epochs=epochs)
             self.optimizer = optimizers.build_optimizer(
                 learning_rate=schedule, aggregate_gradients=False)
+            if precision_name == "mixed_float16":
+                self.optimizer = precision_lib.with_loss_scaling(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
             self.global_step = orbit.utils.create_global_step()
+            self.skipped_steps = tf.Variable(0, dtype=tf.int64,
+                                             trainable=False,
+                                             name="skipped_steps")
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64,
                                              trainable=False,
                                              name="train_seconds")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer,
-            global_step=self.global_step, train_seconds=self.train_seconds)
+            global_step=self.global_step, train_seconds=self.train_seconds,
+            skipped_steps=self.skipped_steps)
 
 
 def _datasets(run, n, seed, start_step):
@@ -117,6 +125,8 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
         "global_batch_size": global_batch,
         "num_replicas": run.strategy.num_replicas_in_sync,
         "train_wall_time_s": float(run.train_seconds.numpy()),
+        "skipped_steps": int(run.skipped_steps.numpy()),
+        "loss_scale": precision_lib.loss_scale(run.optimizer),
         "examples_per_second": steps_done * global_batch / seconds
         if steps_done and seconds > 0 else None,
     }
@@ -171,7 +181,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         model_fn=gin.REQUIRED, per_replica_batch_size=32,
         global_batch_size=None, epochs=gin.REQUIRED, seed=0,
         steps_per_loop=50, eval_every_epochs=1.0,
-        checkpoint_every_steps=500, keep_checkpoints=3):
+        checkpoint_every_steps=500, keep_checkpoints=3,
+        precision="float32", jit_compile=False):
     """Trains and/or evaluates a model with the large-minibatch recipe.
 
     Args:
@@ -190,6 +201,9 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         eval_every_epochs: evaluate every this many epochs (0: only at end).
         checkpoint_every_steps: checkpoint interval in steps.
         keep_checkpoints: how many of the latest checkpoints to keep.
+        precision: `float32`, `mixed_float16` (with dynamic loss scaling,
+            `precision.with_loss_scaling`) or `mixed_bfloat16`.
+        jit_compile: compile the forward and backward pass with XLA.
 
     Returns:
         The metrics dict also written to model_dir/metrics.json.
@@ -208,7 +222,7 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
                                           per_replica_batch_size,
                                           global_batch_size)
     run_ = _Run(strategy, data(), model_fn, n, global_batch, epochs,
-                seed)
+                seed, precision)
     chief = distribute.is_chief(strategy)
     manager = checkpoints.checkpoint_manager(
         run_.checkpoint, model_dir, run_.global_step, checkpoint_every_steps,
@@ -224,7 +238,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         strategy, run_.model, run_.optimizer, train_ds, global_batch,
         run_.global_step, extra_outputs=lambda: {
             "data/skipped_images": source.num_skipped_images(run_.data)},
-        gradient_allreduce=allreduce.GradientAllReduce())
+        gradient_allreduce=allreduce.GradientAllReduce(),
+        skipped_steps=run_.skipped_steps, jit_compile=jit_compile)
     earlier = outputs.read_metrics(model_dir).get("eval", {})
     evaluator = Evaluator(strategy, run_.model, eval_ds,
                           history=earlier.get("top1_error_history"))

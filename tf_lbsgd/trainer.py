@@ -4,8 +4,13 @@ One train step, on every replica at once under `strategy.run`:
 
     logits = model(x_j, training=True)          # per-replica BN (R9)
     loss_j = sum_i l(x_ij) / kn                 # global-batch normalisation (R8)
-    g = allreduce_sum_j grad(loss_j)            # allreduce.GradientAllReduce
-    w <- momentum SGD update with L2 decay (R5-R7), applied once, identically
+    g_j = grad(s * loss_j)                      # s: loss scale (float16), else 1
+    g = allreduce_sum_j g_j                     # allreduce.GradientAllReduce
+    if g is finite: w <- momentum SGD update of g / s with L2 decay (R5-R7)
+    else: skip the step, s <- s / 2            # the same on every replica
+
+The forward and backward pass can be compiled with XLA (`jit_compile`); the
+all-reduce and the update stay outside it.
 
 orbit runs `steps_per_loop` of these inside one `tf.function` (a
 `tf.while_loop` over a tensor step count), so the host syncs once per loop.
@@ -14,12 +19,14 @@ orbit runs `steps_per_loop` of these inside one `tf.function` (a
 import math
 import time
 
+import keras
 import numpy as np
 import orbit
 import tensorflow as tf
 
 from tf_lbsgd import allreduce
 from tf_lbsgd import losses
+from tf_lbsgd import precision
 
 
 def _sum_variable(name, dtype=tf.float32):
@@ -75,6 +82,9 @@ class Trainer(orbit.StandardTrainer):
             after each loop (e.g. the count of skipped corrupt images).
         gradient_allreduce: the `allreduce.GradientAllReduce` summing the
             replicas' gradients (default: one pack, no compression).
+        skipped_steps: int64 variable counting steps skipped for non-finite
+            gradients (loss scaling); created if not given.
+        jit_compile: compile each replica's forward and backward with XLA.
 
     Raises:
         ValueError: if the optimizer would all-reduce the gradients again.
@@ -82,7 +92,8 @@ class Trainer(orbit.StandardTrainer):
 
     def __init__(self, strategy, model, optimizer, train_dataset,
                  global_batch_size, global_step, extra_outputs=None,
-                 gradient_allreduce=None):
+                 gradient_allreduce=None, skipped_steps=None,
+                 jit_compile=False):
         inner = getattr(optimizer, "inner_optimizer", optimizer)
         if getattr(inner, "aggregate_gradients", True):
             raise ValueError(
@@ -99,28 +110,49 @@ class Trainer(orbit.StandardTrainer):
         self.extra_outputs = extra_outputs
         self.gradient_allreduce = (gradient_allreduce
                                    or allreduce.GradientAllReduce())
+        self.loss_scaling = isinstance(optimizer,
+                                       keras.optimizers.LossScaleOptimizer)
+        self._gradients = tf.function(self._forward_backward,
+                                      jit_compile=jit_compile)
         with strategy.scope():
             self.sums = _Accumulators(["loss", "correct", "examples"])
+            self.skipped_steps = skipped_steps or tf.Variable(
+                0, dtype=tf.int64, trainable=False, name="skipped_steps")
         self._loop_start = None
 
     def train_loop_begin(self):
         self.sums.reset()
         self._loop_start = time.time()
 
-    def _replica_step(self, images, labels):
+    def _forward_backward(self, images, labels):
+        """This replica's logits, loss (R8) and gradients of the scaled loss."""
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             per_example = losses.per_example_cross_entropy(labels, logits)
             loss = losses.global_batch_loss(per_example, self.global_batch_size)
-        variables = self.model.trainable_variables
-        grads = self.gradient_allreduce(tape.gradient(loss, variables))
-        self.optimizer.apply_gradients(zip(grads, variables))
+            scaled = (self.optimizer.scale_loss(loss) if self.loss_scaling
+                      else loss)
+        return logits, loss, tape.gradient(scaled,
+                                           self.model.trainable_variables)
+
+    def _replica_step(self, images, labels):
+        logits, loss, grads = self._gradients(images, labels)
+        grads = self.gradient_allreduce(grads)
+        skipped = tf.constant(False)
+        if self.loss_scaling:  # The same summed gradients on every replica.
+            skipped = tf.logical_not(self.optimizer.check_finite(grads))
+        self.optimizer.apply_gradients(
+            zip(grads, self.model.trainable_variables))
         self.sums.add(loss=loss, correct=top_k_correct(labels, logits, 1),
                       examples=tf.shape(labels)[0])
+        return skipped
 
     def train_step(self, iterator):
         images, labels = next(iterator)
-        self.strategy.run(self._replica_step, args=(images, labels))
+        skipped = self.strategy.run(self._replica_step, args=(images, labels))
+        # Every replica decided alike; the first local one speaks for all.
+        skipped = self.strategy.experimental_local_results(skipped)[0]
+        self.skipped_steps.assign_add(tf.cast(skipped, tf.int64))
         self.global_step.assign_add(1)
 
     def train_loop_end(self):
@@ -137,6 +169,8 @@ class Trainer(orbit.StandardTrainer):
             "train/loss": loss,
             "train/top1_error": 1.0 - sums["correct"] / max(sums["examples"], 1),
             "train/learning_rate": current_learning_rate(self.optimizer),
+            "train/loss_scale": precision.loss_scale(self.optimizer),
+            "train/skipped_steps": int(self.skipped_steps.numpy()),
             "train/examples_per_second": sums["examples"] / max(seconds, 1e-9),
         }
         output.update(self.extra_outputs() if self.extra_outputs else {})

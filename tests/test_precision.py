@@ -1,0 +1,186 @@
+"""Mixed precision in the custom loop, under 2 replicas of MirroredStrategy.
+
+float16 with dynamic loss scaling against float32, an overflow injected into
+one replica's gradient, the scale's growth, bfloat16, and XLA on and off.
+"""
+
+import keras
+import numpy as np
+import orbit
+import pytest
+import tensorflow as tf
+
+from tf_lbsgd import distribute
+from tf_lbsgd import optimizers
+from tf_lbsgd import precision
+from tf_lbsgd.models.resnet_cifar import resnet_cifar
+from tf_lbsgd.trainer import Trainer
+
+K, N = 2, 8  # replicas, examples per replica
+SHAPE = (8, 8, 1)
+
+
+@pytest.fixture(scope="module")
+def strategy():
+    return distribute.logical_cpu_strategy(K)
+
+
+@pytest.fixture(scope="module")
+def initial_weights():
+    keras.utils.set_random_seed(1)
+    return resnet_cifar(input_shape=SHAPE, depth=8, width=4).get_weights()
+
+
+def _batches(steps, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(steps * K * N,) + SHAPE).astype("f4")
+    y = rng.integers(0, 10, size=len(x)).astype("i4")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(K * N)
+
+
+class _OverflowOnReplica1(Trainer):
+    """Puts an inf into replica 1's gradient while `inject` is set."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        with self.strategy.scope():
+            self.inject = tf.Variable(False, trainable=False)
+
+    def _forward_backward(self, images, labels):
+        logits, loss, grads = super()._forward_backward(images, labels)
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        poison = tf.logical_and(self.inject, tf.equal(replica, 1))
+        grads[0] = grads[0] + tf.where(poison, np.inf, 0.0)
+        return logits, loss, grads
+
+
+def _trainer(strategy, initial, policy="float32", loss_scaling=False,
+             growth_steps=2000, jit_compile=False, steps=4, cls=Trainer):
+    with strategy.scope():
+        with precision.dtype_policy(policy):
+            model = resnet_cifar(input_shape=SHAPE, depth=8, width=4)
+        model.set_weights(initial)
+        optimizer = optimizers.MomentumSGD(learning_rate=0.1, momentum=0.9,
+                                           l2_weight_decay=1e-4,
+                                           aggregate_gradients=False)
+        if loss_scaling:
+            optimizer = precision.with_loss_scaling(
+                optimizer, initial_scale=2.0 ** 10,
+                dynamic_growth_steps=growth_steps)
+        optimizer.build(model.trainable_variables)
+        step = orbit.utils.create_global_step()
+    dataset = strategy.experimental_distribute_dataset(_batches(steps))
+    return cls(strategy, model, optimizer, dataset, K * N, step,
+               jit_compile=jit_compile)
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def test_dtype_policy_is_scoped_and_checked():
+    before = keras.mixed_precision.global_policy().name
+    with precision.dtype_policy("mixed_bfloat16"):
+        layer = keras.layers.Dense(2)
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == before
+    assert layer.compute_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="'float8'"):
+        with precision.dtype_policy("float8"):
+            pass
+
+
+def test_with_loss_scaling_checks_its_settings():
+    inner = optimizers.MomentumSGD(0.1, aggregate_gradients=False)
+    with pytest.raises(ValueError, match="initial_scale must be positive"):
+        precision.with_loss_scaling(inner, initial_scale=0)
+    with pytest.raises(ValueError, match="dynamic_growth_steps"):
+        precision.with_loss_scaling(inner, dynamic_growth_steps=0)
+    assert precision.loss_scale(inner) == 1.0
+
+
+def test_float16_step_matches_float32(strategy, initial_weights):
+    reference = _trainer(strategy, initial_weights, steps=1)
+    reference.train(tf.constant(1))
+    half = _trainer(strategy, initial_weights, "mixed_float16",
+                    loss_scaling=True, steps=1)
+    half.train(tf.constant(1))
+    assert all(v.dtype == "float32" for v in half.model.weights)
+    for w0, a, b in zip(initial_weights, _values(reference.model.weights),
+                        _values(half.model.weights)):
+        # float16 keeps 11 significant bits (relative rounding 4.9e-4); the
+        # forward and backward of a depth-8 net compound a few of them, so
+        # each weight's update agrees to ~1e-2 of the largest update in the
+        # tensor; a step with the wrong scale (x1024) or a missing unscale
+        # would be off by orders of magnitude.
+        update = np.abs(a - w0).max()
+        np.testing.assert_allclose(b - w0, a - w0, atol=2e-2 * update + 1e-7)
+    assert int(half.skipped_steps.numpy()) == 0
+
+
+def test_overflow_on_one_replica_skips_the_step_everywhere(strategy,
+                                                           initial_weights):
+    trainer = _trainer(strategy, initial_weights, "mixed_float16",
+                       loss_scaling=True, steps=4, cls=_OverflowOnReplica1)
+    trainer.inject.assign(True)
+    # Trainable weights and optimizer slots; the BN moving statistics are
+    # forward-pass state and update on a skipped step too (as with Keras'
+    # fit and PyTorch's GradScaler).
+    variables = (trainer.model.trainable_variables
+                 + trainer.optimizer.inner_optimizer.variables)
+    before = {id(v): [np.array(x) for x in
+                      strategy.experimental_local_results(v)]
+              for v in variables if v.path != "momentum_sgd/iteration"}
+    output = trainer.train(tf.constant(1))
+    for v in variables:
+        if id(v) in before:  # On both replicas' copies.
+            for old, new in zip(before[id(v)],
+                                strategy.experimental_local_results(v)):
+                np.testing.assert_array_equal(np.array(new), old,
+                                              err_msg=v.path)
+    assert output["train/loss_scale"] == 2.0 ** 9  # Halved.
+    assert output["train/skipped_steps"] == 1
+    assert int(trainer.global_step.numpy()) == 1
+    trainer.inject.assign(False)
+    output = trainer.train(tf.constant(3))  # Training goes on.
+    assert output["train/skipped_steps"] == 1
+    assert output["train/loss_scale"] == 2.0 ** 9
+    assert np.isfinite(output["train/loss"])
+    moved = [np.abs(a - b).max() for a, b in
+             zip(_values(trainer.model.trainable_variables),
+                 [w for w, v in zip(initial_weights, trainer.model.weights)
+                  if v.trainable])]
+    assert max(moved) > 1e-3
+
+
+def test_scale_grows_after_the_configured_finite_steps(strategy,
+                                                       initial_weights):
+    trainer = _trainer(strategy, initial_weights, "mixed_float16",
+                       loss_scaling=True, growth_steps=2, steps=3)
+    assert trainer.train(tf.constant(1))["train/loss_scale"] == 2.0 ** 10
+    assert trainer.train(tf.constant(1))["train/loss_scale"] == 2.0 ** 11
+    assert trainer.train(tf.constant(1))["train/loss_scale"] == 2.0 ** 11
+
+
+def test_bfloat16_trains_with_float32_weights(strategy, initial_weights):
+    trainer = _trainer(strategy, initial_weights, "mixed_bfloat16", steps=1)
+    trainer.train_dataset = strategy.experimental_distribute_dataset(
+        _batches(1).repeat())  # One batch over and over: the loss must fall.
+    first = trainer.train(tf.constant(1))["train/loss"]
+    later = trainer.train(tf.constant(8))
+    assert later["train/loss"] < first - 0.1
+    assert trainer.model.layers[1].compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in trainer.model.weights)
+    assert later["train/loss_scale"] == 1.0
+
+
+def test_xla_and_no_xla_give_the_same_weights(strategy, initial_weights):
+    runs = []
+    for jit in (False, True):
+        trainer = _trainer(strategy, initial_weights, jit_compile=jit, steps=3)
+        trainer.train(tf.constant(3))
+        runs.append(_values(trainer.model.weights))
+    moved = max(np.abs(a - w).max() for a, w in zip(runs[0], initial_weights))
+    assert moved > 1e-3
+    for a, b in zip(*runs):  # XLA fuses and reorders float32 arithmetic.
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
