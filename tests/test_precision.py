@@ -153,6 +153,17 @@ def test_overflow_on_one_replica_skips_the_step_everywhere(strategy,
     assert max(moved) > 1e-3
 
 
+def test_skips_are_counted_in_the_given_checkpointed_variable(strategy):
+    with strategy.scope():
+        counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+        model = resnet_cifar(input_shape=SHAPE, depth=8, width=4)
+        optimizer = optimizers.MomentumSGD(0.1, aggregate_gradients=False)
+        step = orbit.utils.create_global_step()
+    trainer = Trainer(strategy, model, optimizer, iter([]), K * N, step,
+                      skipped_steps=counter)
+    assert trainer.skipped_steps is counter  # A zero-valued one, too.
+
+
 def test_scale_grows_after_the_configured_finite_steps(strategy,
                                                        initial_weights):
     trainer = _trainer(strategy, initial_weights, "mixed_float16",

@@ -116,8 +116,10 @@ class Trainer(orbit.StandardTrainer):
                                       jit_compile=jit_compile)
         with strategy.scope():
             self.sums = _Accumulators(["loss", "correct", "examples"])
-            self.skipped_steps = skipped_steps or tf.Variable(
-                0, dtype=tf.int64, trainable=False, name="skipped_steps")
+            if skipped_steps is None:
+                skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                            name="skipped_steps")
+        self.skipped_steps = skipped_steps
         self._loop_start = None
 
     def train_loop_begin(self):
