@@ -175,8 +175,10 @@ def test_scale_grows_after_the_configured_finite_steps(strategy,
 
 def test_bfloat16_trains_with_float32_weights(strategy, initial_weights):
     trainer = _trainer(strategy, initial_weights, "mixed_bfloat16", steps=1)
+    # One batch over and over: the loss must fall. Finite (9 = 1 + 8 steps):
+    # destroying a multi-device iterator of an endless dataset can hang.
     trainer.train_dataset = strategy.experimental_distribute_dataset(
-        _batches(1).repeat())  # One batch over and over: the loss must fall.
+        _batches(1).repeat(9))
     first = trainer.train(tf.constant(1))["train/loss"]
     later = trainer.train(tf.constant(8))
     assert later["train/loss"] < first - 0.1
