@@ -152,9 +152,10 @@ class Trainer(orbit.StandardTrainer):
     def train_step(self, iterator):
         images, labels = next(iterator)
         skipped = self.strategy.run(self._replica_step, args=(images, labels))
-        # Every replica decided alike; the first local one speaks for all.
-        skipped = self.strategy.experimental_local_results(skipped)[0]
-        self.skipped_steps.assign_add(tf.cast(skipped, tf.int64))
+        if self.loss_scaling:  # Without it no step is ever skipped.
+            # Every replica decided alike; the first local one speaks for all.
+            skipped = self.strategy.experimental_local_results(skipped)[0]
+            self.skipped_steps.assign_add(tf.cast(skipped, tf.int64))
         self.global_step.assign_add(1)
 
     def train_loop_end(self):
