@@ -1,0 +1,432 @@
+"""Tests of tools/comm_model.py (pure Python and numpy, no TensorFlow).
+
+The collective costs are checked against step-by-step simulations written
+here, which move real numpy data between simulated workers (so they also
+check that the schedule computes the sum) and charge alpha + m beta per
+step for the largest message m, plus m gamma where it is reduced.
+"""
+
+import dataclasses
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from absl import flags
+from tool_loader import load_tool
+
+comm_model = load_tool("comm_model")
+
+ALPHA, BETA, GAMMA = 3e-5, 2e-9, 5e-10
+ITEMSIZE = 8  # float64 elements in the simulations.
+
+
+def worker_vectors(workers, elements, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(elements) for _ in range(workers)]
+
+
+def step_seconds(messages, reduced):
+    """One step: every worker sends at once; the largest message counts."""
+    size = max(message.nbytes for message in messages)
+    return ALPHA + size * BETA + (size * GAMMA if reduced else 0.0)
+
+
+def simulate_ring(vectors):
+    """Ring reduce-scatter then allgather; returns (results, seconds)."""
+    p = len(vectors)
+    chunks = [np.array_split(v.copy(), p) for v in vectors]
+    seconds = 0.0
+    for step in range(p - 1):  # Reduce-scatter.
+        sends = [(i, (i - step) % p) for i in range(p)]
+        messages = [chunks[i][c].copy() for i, c in sends]
+        for (i, c), message in zip(sends, messages):
+            chunks[(i + 1) % p][c] += message
+        seconds += step_seconds(messages, reduced=True)
+    for step in range(p - 1):  # Allgather.
+        sends = [(i, (i + 1 - step) % p) for i in range(p)]
+        messages = [chunks[i][c].copy() for i, c in sends]
+        for (i, c), message in zip(sends, messages):
+            chunks[(i + 1) % p][c] = message
+        seconds += step_seconds(messages, reduced=False)
+    return [np.concatenate(c) for c in chunks], seconds
+
+
+def simulate_halving_doubling(vectors):
+    """Recursive halving then doubling (p a power of two)."""
+    p = len(vectors)
+    data = [v.copy() for v in vectors]
+    segments = [(0, len(vectors[0]))] * p
+    seconds, distance = 0.0, p // 2
+    while distance >= 1:  # Recursive halving: reduce-scatter.
+        kept = []
+        for i in range(p):
+            low, high = segments[i]
+            middle = (low + high) // 2
+            kept.append((low, middle) if i < i ^ distance
+                        else (middle, high))
+        messages = [data[i ^ distance][slice(*kept[i])].copy()
+                    for i in range(p)]
+        for i, message in enumerate(messages):
+            data[i][slice(*kept[i])] += message
+        seconds += step_seconds(messages, reduced=True)
+        segments, distance = kept, distance // 2
+    distance = 1
+    while distance < p:  # Recursive doubling: allgather.
+        messages = [data[i ^ distance][slice(*segments[i ^ distance])].copy()
+                    for i in range(p)]
+        merged = []
+        for i, message in enumerate(messages):
+            partner = segments[i ^ distance]
+            data[i][slice(*partner)] = message
+            merged.append((min(segments[i][0], partner[0]),
+                           max(segments[i][1], partner[1])))
+        seconds += step_seconds(messages, reduced=False)
+        segments, distance = merged, distance * 2
+    return data, seconds
+
+
+def simulate_halving_doubling_any(vectors):
+    """Thakur et al. 2005's handling of p not a power of two."""
+    p = len(vectors)
+    power = 2 ** int(math.log2(p))
+    extra = p - power
+    if not extra:
+        return simulate_halving_doubling(vectors)
+    vectors = [v.copy() for v in vectors]
+    # Ranks 0, 2, ..., 2 extra - 2 send everything to their odd neighbour.
+    messages = [vectors[i] for i in range(0, 2 * extra, 2)]
+    for i in range(0, 2 * extra, 2):
+        vectors[i + 1] += vectors[i]
+    seconds = step_seconds(messages, reduced=True)
+    group = [i for i in range(p) if i >= 2 * extra or i % 2]
+    reduced, core = simulate_halving_doubling([vectors[i] for i in group])
+    results = dict(zip(group, reduced))
+    for i in range(0, 2 * extra, 2):
+        results[i] = results[i + 1].copy()
+    seconds += core + step_seconds(messages, reduced=False)
+    return [results[i] for i in range(p)], seconds
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4, 5, 8])
+def test_ring_matches_step_by_step_simulation(workers):
+    vectors = worker_vectors(workers, elements=workers * 60)
+    results, seconds = simulate_ring(vectors)
+    for result in results:
+        np.testing.assert_allclose(result, np.sum(vectors, axis=0))
+    nbytes = vectors[0].nbytes
+    assert comm_model.ring_allreduce_seconds(
+        nbytes, workers, ALPHA, BETA, GAMMA) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("workers", [2, 4, 8, 16])
+def test_halving_doubling_matches_simulation(workers):
+    vectors = worker_vectors(workers, elements=16 * 48)
+    results, seconds = simulate_halving_doubling(vectors)
+    for result in results:
+        np.testing.assert_allclose(result, np.sum(vectors, axis=0))
+    assert comm_model.halving_doubling_allreduce_seconds(
+        vectors[0].nbytes, workers, ALPHA, BETA, GAMMA) == pytest.approx(
+            seconds)
+    # 2 log2(p) latencies against the ring's 2 (p - 1), same bandwidth.
+    ring = comm_model.ring_allreduce_seconds(vectors[0].nbytes, workers,
+                                             ALPHA, BETA, GAMMA)
+    assert ring - seconds == pytest.approx(
+        (2 * (workers - 1) - 2 * math.log2(workers)) * ALPHA)
+
+
+@pytest.mark.parametrize("workers", [3, 5, 6, 12])
+def test_halving_doubling_other_counts_match_simulation(workers):
+    vectors = worker_vectors(workers, elements=16 * 48)
+    results, seconds = simulate_halving_doubling_any(vectors)
+    for result in results:
+        np.testing.assert_allclose(result, np.sum(vectors, axis=0))
+    assert comm_model.halving_doubling_allreduce_seconds(
+        vectors[0].nbytes, workers, ALPHA, BETA, GAMMA) == pytest.approx(
+            seconds)
+
+
+@pytest.mark.parametrize("function", [
+    comm_model.ring_allreduce_seconds,
+    comm_model.halving_doubling_allreduce_seconds,
+    comm_model.pipelined_chain_seconds])
+def test_one_worker_costs_nothing(function):
+    assert function(10**8, 1, ALPHA, BETA, GAMMA) == 0.0
+
+
+@pytest.mark.parametrize("workers", [0, -2, 2.5])
+def test_bad_worker_counts_raise(workers):
+    with pytest.raises(ValueError, match="positive integer"):
+        comm_model.ring_allreduce_seconds(100, workers, ALPHA, BETA)
+
+
+def test_unknown_algorithm_raises():
+    with pytest.raises(ValueError, match="'tree'"):
+        comm_model.allreduce_seconds("tree", 100, 4, ALPHA, BETA)
+
+
+def test_chain_formula_is_the_limit_of_a_chunked_pipeline():
+    # g GPUs in a chain, C chunks: (g - 1 + C - 1) steps of one chunk.
+    gpus, nbytes, chunks = 8, 10**8, 10**5
+    pipeline = (gpus - 1 + chunks - 1) * (nbytes / chunks) * (BETA + GAMMA)
+    formula = comm_model.pipelined_chain_seconds(nbytes, gpus, 0.0, BETA,
+                                                 GAMMA)
+    assert formula == pytest.approx(pipeline, rel=1e-3)
+
+
+def cluster(gpus_per_server=8):
+    return comm_model.Cluster(
+        gpus_per_server=gpus_per_server, inter_alpha=ALPHA, inter_beta=BETA,
+        intra_alpha=1e-6, intra_beta=BETA / 10, gamma=GAMMA)
+
+
+@pytest.mark.parametrize("algorithm", comm_model.ALGORITHMS)
+def test_hierarchical_phases(algorithm):
+    nbytes = 10**7
+    flat = comm_model.hierarchical_allreduce_seconds(nbytes, 16, cluster(1),
+                                                     algorithm)
+    assert flat == pytest.approx(comm_model.allreduce_seconds(
+        algorithm, nbytes, 16, ALPHA, BETA, GAMMA))
+    # One server: reduce (summing) then broadcast, (g - 1) hops each.
+    one_server = comm_model.hierarchical_allreduce_seconds(
+        nbytes, 8, cluster(), algorithm)
+    assert one_server == pytest.approx(
+        2 * 7 * 1e-6 + 2 * nbytes * BETA / 10 + nbytes * GAMMA)
+    four_servers = comm_model.hierarchical_allreduce_seconds(
+        nbytes, 32, cluster(), algorithm)
+    assert four_servers - one_server == pytest.approx(
+        comm_model.allreduce_seconds(algorithm, nbytes, 4, ALPHA, BETA,
+                                     GAMMA))
+
+
+def test_partial_servers_raise():
+    with pytest.raises(ValueError, match="12 GPUs"):
+        comm_model.hierarchical_allreduce_seconds(100, 12, cluster(), "ring")
+
+
+def test_resnet50_profile():
+    layers = comm_model.resnet50_layers()
+    assert sum(layer.params for layer in layers) == 25_557_032
+    # 4.09 G forward multiply-adds per 224x224 image (PAPER.md R15).
+    assert sum(layer.macs for layer in layers) == pytest.approx(4.09e9,
+                                                                rel=1e-3)
+    assert len(layers) == 54  # 53 conv layers (with their BN) and fc.
+    assert layers[0].params == 7 * 7 * 3 * 64 + 2 * 64
+    assert layers[-1].params == 2048 * 1000 + 1000
+
+
+@pytest.mark.parametrize("bucket_mib", [0, 1, 25, math.inf])
+def test_buckets_cover_the_gradients_in_backprop_order(bucket_mib):
+    layers = comm_model.resnet50_layers()
+    buckets = comm_model.gradient_buckets(layers, 4, bucket_mib * 2**20,
+                                          backward_seconds=0.12)
+    assert sum(b.nbytes for b in buckets) == 4 * 25_557_032
+    ready = [b.ready_seconds for b in buckets]
+    assert ready == sorted(ready)
+    assert ready[-1] == pytest.approx(0.12)
+    expected_count = {0: len(layers), math.inf: 1}.get(bucket_mib)
+    if expected_count:
+        assert len(buckets) == expected_count
+    # The first bucket closes on the fc layer (8.2 MB) at its share of
+    # backprop whenever the bucket is not larger than it.
+    if bucket_mib in (0, 1):
+        assert buckets[0].nbytes == 4 * (2048 * 1000 + 1000)
+        fc_share = 2048 * 1000 / sum(layer.macs for layer in layers)
+        assert buckets[0].ready_seconds == pytest.approx(0.12 * fc_share)
+
+
+def test_communication_timeline_by_hand():
+    buckets = [comm_model.Bucket(1.0, 3.0), comm_model.Bucket(2.0, 0.5),
+               comm_model.Bucket(6.0, 1.0)]
+    # 1 -> 4, then waits for the channel: 4 -> 4.5, then 6 -> 7.
+    assert comm_model.communication_end_seconds(buckets, float) == 7.0
+
+
+def paper_like_workload():
+    return comm_model.Workload(forward_seconds=0.1, backward_seconds=0.12,
+                               update_seconds=0.01)
+
+
+@pytest.mark.parametrize("algorithm", comm_model.ALGORITHMS)
+@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("inter_beta", [BETA, 1e-8, 1e-7])
+@pytest.mark.parametrize("gpus", [8, 64, 256])
+def test_overlap_bounds(algorithm, overlap, inter_beta, gpus):
+    workload = paper_like_workload()
+    slow = dataclasses.replace(cluster(), inter_beta=inter_beta)
+    row = comm_model.iteration(workload, slow, gpus, algorithm, overlap)
+    compute = workload.compute_seconds
+    comm = row["comm_seconds"]
+    assert row["iteration_seconds"] >= compute
+    assert row["iteration_seconds"] >= max(
+        compute, workload.forward_seconds + comm + workload.update_seconds)
+    assert row["iteration_seconds"] <= compute + comm + 1e-12
+    if not overlap:
+        assert row["iteration_seconds"] == pytest.approx(compute + comm)
+
+
+def test_efficiency_is_one_at_the_base_size():
+    variants = [(a, o) for a in comm_model.ALGORITHMS for o in (True, False)]
+    rows = comm_model.scaling_rows(paper_like_workload(), cluster(),
+                                   [8, 16, 32], variants)
+    assert len(rows) == 3 * len(variants)
+    for row in rows:
+        if row["gpus"] == 8:
+            assert row["efficiency"] == 1.0
+            assert row["speedup"] == 1.0
+        assert 0 < row["efficiency"] <= 1.0
+        assert row["images_per_second"] == pytest.approx(
+            row["gpus"] * 32 / row["iteration_seconds"])
+
+
+def test_solve_forward_seconds_hits_the_target():
+    workload = paper_like_workload()
+    forward = comm_model.solve_forward_seconds(0.3, workload, cluster(), 8,
+                                               "ring")
+    solved = dataclasses.replace(workload, forward_seconds=forward)
+    assert comm_model.iteration(solved, cluster(), 8, "ring")[
+        "iteration_seconds"] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="more than the target"):
+        comm_model.solve_forward_seconds(0.1, workload, cluster(), 8, "ring")
+
+
+def test_alpha_for_speedup():
+    nbytes, servers = 2 * 10**6, 32
+    alpha = comm_model.alpha_for_speedup(nbytes, servers, BETA, 3.0)
+    ring = comm_model.ring_allreduce_seconds(nbytes, servers, alpha, BETA)
+    halving = comm_model.halving_doubling_allreduce_seconds(
+        nbytes, servers, alpha, BETA)
+    assert ring / halving == pytest.approx(3.0)
+
+
+def synthetic_sweep(alpha, beta, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    sweep = []
+    for workers in (2, 4):
+        for nbytes in (2**10, 2**14, 2**18, 2**22, 2**26):
+            seconds = 2 * (workers - 1) * alpha + 2 * (
+                workers - 1) / workers * nbytes * beta
+            sweep.append({"bytes": nbytes, "workers": workers,
+                          "seconds": seconds * (1 + noise *
+                                                rng.standard_normal())})
+    sweep.append({"bytes": 2**20, "workers": 1, "seconds": 1e-6})
+    return sweep
+
+
+def test_calibrate_recovers_alpha_and_beta():
+    exact = comm_model.calibrate(synthetic_sweep(4e-5, 1e-9))
+    assert exact["alpha"] == pytest.approx(4e-5)
+    assert exact["beta"] == pytest.approx(1e-9)
+    assert exact["residual_rms_seconds"] < 1e-12
+    assert exact["count"] == 10  # The 1-worker measurement is left out.
+    noisy = comm_model.calibrate(synthetic_sweep(4e-5, 1e-9, noise=0.01))
+    assert noisy["alpha"] == pytest.approx(4e-5, rel=0.1)
+    assert noisy["beta"] == pytest.approx(1e-9, rel=0.05)
+    assert noisy["bandwidth_bytes_per_second"] == pytest.approx(
+        1 / noisy["beta"])
+    assert 0 < noisy["relative_residual_rms"] < 0.05
+
+
+def test_calibrate_keeps_coefficients_non_negative():
+    # Pure bandwidth with a negative offset would fit alpha < 0.
+    sweep = [{"bytes": n, "workers": 2, "seconds": n * 1e-9 - 1e-6}
+             for n in (2**20, 2**22, 2**24)]
+    fit = comm_model.calibrate(sweep)
+    assert fit["alpha"] == 0.0
+    assert fit["beta"] == pytest.approx(1e-9, rel=0.01)
+
+
+def test_calibrate_needs_two_sizes():
+    with pytest.raises(ValueError, match="two message sizes"):
+        comm_model.calibrate([{"bytes": 8, "workers": 2, "seconds": 1.0}] * 3)
+
+
+def test_local_scenario_two_workers():
+    calibration = {"alpha": 5e-5, "beta": 2e-9}
+    scenario = comm_model.local_scenario(calibration, step_seconds=0.5,
+                                         gradient_bytes=4 * 10**6)
+    rows = {(r["gpus"], r["overlap"]): r for r in scenario["rows"]}
+    # Without overlap: step + one 2-worker ring of all bytes.
+    assert rows[2, False]["iteration_seconds"] == pytest.approx(
+        0.5 + 2 * 5e-5 + 4 * 10**6 * 2e-9)
+    assert rows[1, True]["iteration_seconds"] == pytest.approx(0.5)
+
+
+def test_paper_scenario_iteration_time():
+    rows = comm_model.paper_scenario()["rows"]
+    assert [r["gpus"] for r in rows[:6]] == [8, 16, 32, 64, 128, 256]
+    for row in rows:
+        if row["gpus"] == 8:  # Fitted: 0.26 s x 0.90 (PAPER.md).
+            assert row["iteration_seconds"] == pytest.approx(0.234)
+        if row["gpus"] == 256:
+            assert 0.2 <= row["iteration_seconds"] <= 0.35
+            # The model is an idealisation: never below the paper's 90%.
+            assert 0.90 <= row["efficiency"] <= 1.0
+
+
+def test_h100_halving_doubling_scales_better_than_ring():
+    rows = comm_model.h100_scenario()["rows"]
+    by_key = {(r["gpus"], r["algorithm"], r["overlap"]): r for r in rows}
+    assert max(r["gpus"] for r in rows) == 1024
+    for (gpus, algorithm, overlap), row in by_key.items():
+        if algorithm == "ring":
+            halving = by_key[gpus, "halving_doubling", overlap]
+            assert halving["iteration_seconds"] <= row["iteration_seconds"]
+
+
+def test_importing_defines_no_flags():
+    assert "calibration_json" not in flags.FLAGS
+    assert "paper_inter_gbits" not in flags.FLAGS
+
+
+def test_flags_to_options():
+    flag_values = flags.FlagValues()
+    comm_model.define_flags(flag_values)
+    flag_values(["comm_model", "--max_gpus=64", "--paper_inter_alpha_us=50",
+                 "--h100_inter_gbits=3200", "--out_json=x.json"])
+    options = comm_model.options_from_flags(flag_values)
+    assert options.out_json == "x.json"
+    assert options.calibration_json is None
+    assert options.paper.inter_alpha_us == 50.0
+    assert options.paper.max_gpus == 256
+    assert options.h100.inter_gbits == 3200.0
+    assert options.h100.max_gpus == 64
+    assert options.h100.gpus_per_server == 8
+
+
+def test_run_writes_json_and_png(tmp_path):
+    calibration_path = tmp_path / "sweep.json"
+    calibration_path.write_text(json.dumps({
+        "allreduce_sweep": synthetic_sweep(4e-5, 1e-9),
+        "step_seconds": 0.8, "machine": "ignored"}))
+    options = comm_model.RunOptions(
+        calibration_json=str(calibration_path),
+        out_json=str(tmp_path / "model.json"),
+        out_png=str(tmp_path / "model.png"),
+        h100=comm_model.H100Setting(max_gpus=64))
+    out = io.StringIO()
+    comm_model.run(options, out=out)
+    assert (tmp_path / "model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = json.loads((tmp_path / "model.json").read_text())
+    assert set(written) == {"paper_checks", "paper_sensitivity",
+                            "calibration", "scenarios"}
+    assert set(written["scenarios"]) == {"paper", "h100", "local"}
+    assert written["calibration"]["alpha"] == pytest.approx(4e-5)
+    for scenario in written["scenarios"].values():
+        assert {"parameters", "rows"} <= set(scenario)
+        assert {"gpus", "algorithm", "overlap", "iteration_seconds",
+                "comm_seconds", "exposed_comm_seconds",
+                "efficiency"} <= set(scenario["rows"][0])
+    text = out.getvalue()
+    assert "## paper" in text and "## h100" in text and "## local" in text
+    assert "| 256 | 32 | halving_doubling |" in text
+
+
+def test_run_without_calibration_says_skipped():
+    out = io.StringIO()
+    result = comm_model.run(comm_model.RunOptions(
+        h100=comm_model.H100Setting(max_gpus=16)), out=out)
+    assert result["calibration"] == {"skipped": True}
+    assert "calibration skipped" in out.getvalue()
+    assert "local" not in result["scenarios"]

@@ -1,0 +1,188 @@
+"""Shared parts of the benchmark scripts in tools/: timing, peak, tables.
+
+Every benchmark measures its peers in the same process run, interleaved
+(round-robin), so a slower or busier machine moves all of them alike; the
+tables report medians over rounds and ratios against the peers.
+"""
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+
+def machine_info():
+    """What the numbers were measured on: CPU model, cores, versions, date."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import keras  # pylint: disable=import-outside-toplevel
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+    }
+
+
+def interleaved(runners, rounds):
+    """Runs each named callable once per round, round-robin.
+
+    Args:
+        runners: dict name -> callable returning a measurement (a number or
+            a dict of numbers).
+        rounds: how many rounds.
+
+    Returns:
+        dict name -> list of the `rounds` measurements, in round order.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    results = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            results[name].append(runner())
+    return results
+
+
+def median(values):
+    """The median of a non-empty sequence of numbers."""
+    values = list(values)
+    if not values:
+        raise ValueError("median of no values")
+    return float(statistics.median(values))
+
+
+def matmul_gflops(size=1024, seconds=2.0, dtype=tf.float32):
+    """Measured matrix-multiply throughput of this machine, in GFLOP/s.
+
+    A `size` x `size` product (2 * size**3 FLOP) runs in a compiled loop of
+    10 products until `seconds` have passed; the best loop counts. This is
+    the practical fp32 limit that a convolutional network's step is
+    compared with (its convolutions lower to the same GEMM kernels).
+    """
+    a = tf.random.stateless_normal([size, size], seed=[1, 2], dtype=dtype)
+    b = tf.random.stateless_normal([size, size], seed=[3, 4], dtype=dtype)
+    chain = 10
+
+    @tf.function
+    def products(x, y):
+        total = tf.zeros([], dtype)
+        for _ in range(chain):
+            x = tf.matmul(x, y) * 1e-3  # Stays finite; y is fixed.
+            total += x[0, 0]
+        return total
+
+    products(a, b).numpy()  # Trace and warm up.
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        products(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return chain * 2.0 * size ** 3 / best / 1e9
+
+
+def format_table(header, rows):
+    """A markdown table; floats get 3 significant digits (4 if >= 1000)."""
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.4g}" if abs(value) >= 1000 else f"{value:.3g}"
+        return str(value)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path, payload):
+    """Writes `payload` with the machine info to `path` (dirs created)."""
+    if not path:
+        return
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump({"machine": machine_info(), **payload}, out, indent=2,
+                  default=_jsonable)
+        out.write("\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def synthetic_dataset(strategy, per_replica_batch, image_shape, num_classes,
+                      seed=0):
+    """A distributed dataset repeating one random batch per replica.
+
+    The batch lives in memory, so the step time is the model's alone. The
+    dataset is endless: use it only in processes that keep the iterator
+    until they exit (benchmarks), not in a long test process.
+    """
+    def dataset_fn(context):
+        pipeline = context.input_pipeline_id
+        images = tf.random.stateless_normal(
+            [per_replica_batch, *image_shape], seed=[seed, pipeline])
+        labels = tf.random.stateless_uniform(
+            [per_replica_batch], seed=[seed + 1, pipeline], maxval=num_classes,
+            dtype=tf.int32)
+        return tf.data.Dataset.from_tensors((images, labels)).repeat()
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+class SyntheticTrainer:
+    """The project's real `trainer.Trainer` on synthetic data, to be timed.
+
+    Builds model, `MomentumSGD` (aggregate_gradients=False, constant rate)
+    and Trainer under `strategy.scope()`; `time_loop(steps)` runs one orbit
+    loop of `steps` steps inside one `tf.function` and returns its seconds
+    (the loop ends with a host read of the step's sums: a true sync).
+    """
+
+    def __init__(self, strategy, model_fn, per_replica_batch, image_shape,
+                 num_classes, jit_compile=False, gradient_allreduce=None,
+                 learning_rate=0.1):
+        # Imported here: the library modules below import this package.
+        # pylint: disable=import-outside-toplevel
+        import orbit
+        from tf_lbsgd import optimizers
+        from tf_lbsgd import trainer
+        self.strategy = strategy
+        self.global_batch = per_replica_batch * strategy.num_replicas_in_sync
+        with strategy.scope():
+            self.model = model_fn(input_shape=tuple(image_shape),
+                                  num_classes=num_classes)
+            self.optimizer = optimizers.build_optimizer(
+                learning_rate=learning_rate, aggregate_gradients=False)
+            self.optimizer.build(self.model.trainable_variables)
+            global_step = orbit.utils.create_global_step()
+        dataset = synthetic_dataset(strategy, per_replica_batch, image_shape,
+                                    num_classes)
+        self.trainer = trainer.Trainer(
+            strategy, self.model, self.optimizer, dataset, self.global_batch,
+            global_step, gradient_allreduce=gradient_allreduce,
+            jit_compile=jit_compile)
+
+    def time_loop(self, steps):
+        """Seconds for one loop of `steps` training steps."""
+        start = time.perf_counter()
+        self.trainer.train(tf.constant(steps, tf.int32))
+        return time.perf_counter() - start
