@@ -27,31 +27,34 @@ import tensorflow as tf
 from tf_lbsgd import allreduce
 from tf_lbsgd import losses
 from tf_lbsgd import precision
-
-
-def _sum_variable(name, dtype=tf.float32):
-    """A per-replica accumulator that sums over replicas when read."""
-    return tf.Variable(0, dtype=dtype, trainable=False, name=name,
-                       synchronization=tf.VariableSynchronization.ON_READ,
-                       aggregation=tf.VariableAggregation.SUM)
+from tf_lbsgd.models import layers
 
 
 class _Accumulators:
-    """Named SUM-on-read counters; create under `strategy.scope()`."""
+    """Named per-replica sums, one SUM-on-read vector: one collective per read.
+
+    Create under `strategy.scope()`. Reading a SUM-on-read variable under
+    MultiWorkerMirroredStrategy is an all-reduce across workers; one vector
+    instead of a variable per name makes it one all-reduce per loop.
+    """
 
     def __init__(self, names):
-        self.vars = {name: _sum_variable(name) for name in names}
+        self.names = list(names)
+        self.sums = tf.Variable(
+            tf.zeros([len(self.names)]), trainable=False, name="sums",
+            synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.SUM)
 
     def reset(self):
-        for var in self.vars.values():
-            var.assign(tf.zeros_like(var))
+        self.sums.assign(tf.zeros_like(self.sums))
 
     def add(self, **values):
-        for name, value in values.items():
-            self.vars[name].assign_add(tf.cast(value, tf.float32))
+        """Adds one value per name (every name must be given)."""
+        self.sums.assign_add(tf.stack(
+            [tf.cast(values[name], tf.float32) for name in self.names]))
 
     def read(self):
-        return {name: float(var.numpy()) for name, var in self.vars.items()}
+        return dict(zip(self.names, self.sums.numpy().tolist()))
 
 
 def top_k_correct(labels, logits, k, weights=None):
@@ -84,7 +87,9 @@ class Trainer(orbit.StandardTrainer):
             replicas' gradients (default: one pack, no compression).
         skipped_steps: int64 variable counting steps skipped for non-finite
             gradients (loss scaling); created if not given.
-        jit_compile: compile each replica's forward and backward with XLA.
+        jit_compile: compile each replica's forward and backward with XLA
+            (the model's `WorkerBatchNorm` layers then use unfused ops,
+            which XLA fuses better: `layers.set_fused`).
 
     Raises:
         ValueError: if the optimizer would all-reduce the gradients again.
@@ -112,6 +117,8 @@ class Trainer(orbit.StandardTrainer):
                                    or allreduce.GradientAllReduce())
         self.loss_scaling = isinstance(optimizer,
                                        keras.optimizers.LossScaleOptimizer)
+        if jit_compile:
+            layers.set_fused(model, False)
         self._gradients = tf.function(self._forward_backward,
                                       jit_compile=jit_compile)
         with strategy.scope():
