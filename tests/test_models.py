@@ -16,15 +16,48 @@ def _numpy_bn(x, eps=1e-5):
     return (x - mean) / np.sqrt(var + eps), mean, var
 
 
-def test_batch_norm_training_matches_numpy():
+@pytest.mark.parametrize("fused", [True, False])
+def test_batch_norm_training_matches_numpy(fused):
     x = np.random.default_rng(0).normal(2.0, 3.0, (8, 4, 4, 3)).astype("f4")
-    bn = layers.WorkerBatchNorm(momentum=0.9)
+    bn = layers.WorkerBatchNorm(momentum=0.9, fused=fused)
     out = bn(x, training=True).numpy()
     expected, mean, var = _numpy_bn(x.astype("f8"))
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * mean, rtol=1e-4)
     np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9 + 0.1 * var,
                                rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(8, 4, 4, 3), (2, 1, 1, 5), (1, 1, 1, 2)])
+def test_fused_kernel_gives_the_unfused_gradients(shape):
+    """The fused kernel (with its Bessel correction undone) against the
+    unfused ops: outputs, moving statistics and all gradients."""
+    x = tf.constant(np.random.default_rng(2).normal(1.0, 2.0, shape), tf.float32)
+    results = []
+    for fused in (True, False):
+        bn = layers.WorkerBatchNorm(momentum=0.5, fused=fused,
+                                    gamma_initializer="random_normal")
+        bn.build(shape)
+        bn.gamma.assign(np.linspace(0.5, 2.0, shape[-1]).astype("f4"))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = bn(x, training=True)
+            loss = tf.reduce_sum(out ** 3 + out)
+        grads = tape.gradient(loss, [x, bn.gamma, bn.beta])
+        results.append([out, bn.moving_mean, bn.moving_variance, *grads])
+    for fused_value, plain_value in zip(*results):
+        np.testing.assert_allclose(np.asarray(fused_value),
+                                   np.asarray(plain_value),
+                                   rtol=2e-5, atol=2e-4)
+
+
+def test_set_fused_reaches_every_batch_norm():
+    model = resnet_cifar(input_shape=(8, 8, 1), depth=8, width=4)
+    expected = [layer for layer in model.layers
+                if type(layer).__name__ == "WorkerBatchNorm"]
+    assert layers.set_fused(model, False) == len(expected) == 9
+    assert not any(layer.fused for layer in model._flatten_layers()
+                   if isinstance(layer, layers.WorkerBatchNorm))
 
 
 def test_ghost_batch_norm_normalises_each_group_of_n():

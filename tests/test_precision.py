@@ -13,6 +13,7 @@ import tensorflow as tf
 from tf_lbsgd import distribute
 from tf_lbsgd import optimizers
 from tf_lbsgd import precision
+from tf_lbsgd.models import layers
 from tf_lbsgd.models.resnet_cifar import resnet_cifar
 from tf_lbsgd.trainer import Trainer
 
@@ -188,9 +189,13 @@ def test_bfloat16_trains_with_float32_weights(strategy, initial_weights):
 
 
 def test_xla_and_no_xla_give_the_same_weights(strategy, initial_weights):
+    """Without XLA batch norm runs the fused kernel, with it unfused ops."""
     runs = []
     for jit in (False, True):
         trainer = _trainer(strategy, initial_weights, jit_compile=jit, steps=3)
+        norms = [layer for layer in trainer.model.layers
+                 if isinstance(layer, layers.WorkerBatchNorm)]
+        assert norms and all(layer.fused != jit for layer in norms)
         trainer.train(tf.constant(3))
         runs.append(_values(trainer.model.weights))
     moved = max(np.abs(a - w).max() for a, w in zip(runs[0], initial_weights))

@@ -39,10 +39,16 @@ class WorkerBatchNorm(keras.layers.Layer):
         epsilon: Variance epsilon (1e-5).
         gamma_initializer: Initializer of the scale (zeros for R10).
         group_size: None for plain per-replica BN, or n for ghost batches.
+        fused: in training, normalise NHWC batches (not ghost batches) with
+            the fused kernel. Faster without XLA (ResNet-50 on this CPU:
+            6.5 s vs 7.3 s per step of 16); under XLA the unfused ops are
+            faster (XLA fuses them with their neighbours: the default
+            ResNet-8, 237 vs 289 ms per step), so `trainer.Trainer` turns it
+            off when it compiles with XLA (`set_fused`).
     """
 
     def __init__(self, momentum=0.9, epsilon=1e-5, gamma_initializer="ones",
-                 group_size=None, **kwargs):
+                 group_size=None, fused=True, **kwargs):
         super().__init__(**kwargs)
         if group_size is not None and group_size <= 0:
             raise ValueError(f"group_size must be positive, got {group_size}")
@@ -50,6 +56,7 @@ class WorkerBatchNorm(keras.layers.Layer):
         self.epsilon = epsilon
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.group_size = group_size
+        self.fused = fused
 
     def build(self, input_shape):
         shape = (input_shape[-1],)
@@ -86,9 +93,30 @@ class WorkerBatchNorm(keras.layers.Layer):
                                         self.gamma, self.epsilon)
         return tf.reshape(out, shape)
 
+    def _fused(self, x):
+        """Per-replica BN of an NHWC batch in one fused kernel (training).
+
+        `FusedBatchNormV3` normalises with the biased batch variance but
+        returns it with Bessel's correction m / (m - 1), m the examples x
+        pixels per channel; it is undone here, so the moving statistics are
+        the same as the unfused path's. One kernel forward and one backward
+        instead of a dozen elementwise passes over the activations (oneDNN's
+        on a CPU, cuDNN's on a GPU).
+        """
+        out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, self.gamma, self.beta, epsilon=self.epsilon,
+            data_format="NHWC", is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        return out, mean, variance * (count - 1.0) / count
+
     def call(self, inputs, training=None):
         x = tf.cast(inputs, tf.float32)
-        if training:
+        if (training and self.fused and self.group_size is None
+                and x.shape.rank == 4):
+            out, mean, variance = self._fused(x)
+            self._update_moving(self.moving_mean, mean)
+            self._update_moving(self.moving_variance, variance)
+        elif training:
             mean, variance = self._moments(x)
             self._update_moving(self.moving_mean, tf.reduce_mean(mean, [0, 1]))
             self._update_moving(self.moving_variance,
@@ -108,5 +136,17 @@ class WorkerBatchNorm(keras.layers.Layer):
         config.update(momentum=self.momentum, epsilon=self.epsilon,
                       gamma_initializer=keras.initializers.serialize(
                           self.gamma_initializer),
-                      group_size=self.group_size)
+                      group_size=self.group_size, fused=self.fused)
         return config
+
+
+def set_fused(model, fused):
+    """Sets `fused` on every `WorkerBatchNorm` of `model`; returns their count.
+
+    Call before the training step is traced.
+    """
+    layers = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+              if isinstance(layer, WorkerBatchNorm)]
+    for layer in layers:
+        layer.fused = fused
+    return len(layers)
