@@ -604,15 +604,20 @@ class H100Setting:
     bucket_mib: float = 25.0
 
 
-def paper_scenario(setting=PaperSetting()):
-    """Rows and parameters of the paper's cluster, 8..256 GPUs."""
-    cluster = Cluster(
+def _cluster(setting):
+    """The `Cluster` of a PaperSetting or H100Setting (SI units)."""
+    return Cluster(
         gpus_per_server=setting.gpus_per_server,
         inter_alpha=setting.inter_alpha_us * US,
         inter_beta=1 / (setting.inter_gbits * GBIT_PER_SECOND),
         intra_alpha=setting.intra_alpha_us * US,
         intra_beta=1 / (setting.intra_gbytes * 1e9),
         gamma=setting.gamma_ns_per_byte * 1e-9)
+
+
+def paper_scenario(setting=PaperSetting()):
+    """Rows and parameters of the paper's cluster, 8..256 GPUs."""
+    cluster = _cluster(setting)
     workload = Workload(
         forward_seconds=0.0, backward_seconds=setting.backward_seconds,
         bytes_per_param=setting.bytes_per_param,
@@ -631,13 +636,7 @@ def paper_scenario(setting=PaperSetting()):
 
 def h100_scenario(setting=H100Setting()):
     """Rows and parameters of 8-H100 hosts, 8..max_gpus GPUs."""
-    cluster = Cluster(
-        gpus_per_server=setting.gpus_per_server,
-        inter_alpha=setting.inter_alpha_us * US,
-        inter_beta=1 / (setting.inter_gbits * GBIT_PER_SECOND),
-        intra_alpha=setting.intra_alpha_us * US,
-        intra_beta=1 / (setting.intra_gbytes * 1e9),
-        gamma=setting.gamma_ns_per_byte * 1e-9)
+    cluster = _cluster(setting)
     compute = setting.images_per_gpu / setting.images_per_second_per_gpu
     workload = Workload(
         forward_seconds=compute * (1 - setting.backward_share),
