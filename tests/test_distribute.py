@@ -68,3 +68,13 @@ def test_eval_boundaries_follow_epochs_without_drift():
     assert train_lib._eval_boundaries(500, 1172, 1.0, 234.375) == [
         703, 938, 1172]
     assert train_lib._eval_boundaries(0, 1172, 0, 234.375) == [1172]
+
+
+def test_eval_boundaries_add_the_requested_epochs_once():
+    # Every 2 epochs, plus densely in the final epoch (4.6 -> step 1078);
+    # 4.0 coincides with a periodic one, 5.0 is the end, 0.0 is done.
+    assert train_lib._eval_boundaries(
+        0, 1172, 2.0, 234.375, at_epochs=(0.0, 4.0, 4.6, 4.8, 5.0)) == [
+            469, 938, 1078, 1125, 1172]
+    assert train_lib._eval_boundaries(
+        1100, 1172, 0, 234.375, at_epochs=(4.6, 4.8)) == [1125, 1172]

@@ -93,21 +93,20 @@ def _datasets(run, n, seed, start_step):
     return train, evaluation
 
 
-def _eval_boundaries(start, total, every_epochs, steps_per_epoch):
+def _eval_boundaries(start, total, every_epochs, steps_per_epoch,
+                     at_epochs=()):
     """Steps at which to pause training for an evaluation: every
     `every_epochs` epochs (rounded per boundary, so a fractional
-    steps_per_epoch does not drift) and at the end."""
-    stops = []
+    steps_per_epoch does not drift), at each of `at_epochs`, and at the end.
+    Steps at or before `start` (done already) are dropped."""
+    epochs = list(at_epochs)
     if every_epochs:
         boundary = 1
-        while True:
-            step = schedules.epochs_to_steps(boundary * every_epochs,
-                                             steps_per_epoch)
-            if step >= total:
-                break
-            stops.append(step)
+        while boundary * every_epochs * steps_per_epoch < total:
+            epochs.append(boundary * every_epochs)
             boundary += 1
-    return [s for s in stops if s > start] + [total]
+    steps = {schedules.epochs_to_steps(e, steps_per_epoch) for e in epochs}
+    return sorted(s for s in steps if start < s < total) + [total]
 
 
 def _metrics(run, global_batch, start_step, seconds_before, evaluator,
@@ -180,7 +179,7 @@ def _task_id(strategy):
 def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         model_fn=gin.REQUIRED, per_replica_batch_size=32,
         global_batch_size=None, epochs=gin.REQUIRED, seed=0,
-        steps_per_loop=50, eval_every_epochs=1.0,
+        steps_per_loop=50, eval_every_epochs=1.0, eval_at_epochs=(),
         checkpoint_every_steps=500, keep_checkpoints=3,
         precision="float32", jit_compile=False):
     """Trains and/or evaluates a model with the large-minibatch recipe.
@@ -199,6 +198,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
             the augmentation.
         steps_per_loop: steps per `tf.function` call (one host sync each).
         eval_every_epochs: evaluate every this many epochs (0: only at end).
+        eval_at_epochs: also evaluate at these epochs (e.g. densely near the
+            end, for the median of the final evaluations, R14).
         checkpoint_every_steps: checkpoint interval in steps.
         keep_checkpoints: how many of the latest checkpoints to keep.
         precision: `float32`, `mixed_float16` (with dynamic loss scaling,
@@ -270,7 +271,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     try:
         if mode != "eval":
             stops = _eval_boundaries(start_step, run_.total_steps,
-                                     eval_every_epochs, run_.steps_per_epoch)
+                                     eval_every_epochs, run_.steps_per_epoch,
+                                     eval_at_epochs)
             _train(controller, run_, stops, mode == "train_and_eval")
         if mode == "eval" or (mode == "train_and_eval"
                               and evaluator.last_output is None):
