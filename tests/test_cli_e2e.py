@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -92,6 +93,24 @@ def test_second_run_resumes_and_a_finished_run_does_no_more(first_run):
     assert metrics["global_step"] == 8
     # The history carries over runs: the first run's eval, then this one's.
     assert len(metrics["eval"]["top1_error_history"]) == 2
+
+
+def test_divergence_exits_3_and_keeps_the_last_checkpoint(first_run,
+                                                           tmp_path):
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(first_run[0], model_dir)
+    before = tf.train.latest_checkpoint(model_dir)
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        metrics = f.read()
+    result = _cli(model_dir, *SMALL, "--mode=train",
+                  "--gin_bindings=train_lib.run.epochs = 0.016",
+                  "--gin_bindings=schedules.build_learning_rate_schedule."
+                  "base_lr = 1e30")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "tf-lbsgd: diverged: Training loss is nan" in result.stderr
+    assert tf.train.latest_checkpoint(model_dir) == before
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        assert f.read() == metrics
 
 
 def test_unknown_gin_binding_fails_before_writing(tmp_path):

@@ -49,6 +49,7 @@ def main(argv):
     from tf_lbsgd import distribute  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import preemption  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import train_lib  # pylint: disable=g-import-not-at-top
+    from tf_lbsgd import trainer  # pylint: disable=g-import-not-at-top
     try:
         distribute.validate_tf_config()
         config.parse(_GIN_FILE.value or [DEFAULT_GIN_FILE], _GIN_BINDINGS.value)
@@ -63,6 +64,9 @@ def main(argv):
               f"{_MODEL_DIR.value}; "
               f"re-run the same command to resume", file=sys.stderr)
         return preemption.PREEMPTED_EXIT_CODE
+    except FloatingPointError as e:  # The last good checkpoint is kept.
+        print(f"tf-lbsgd: diverged: {e}", file=sys.stderr)
+        return trainer.DIVERGED_EXIT_CODE
     except (FileNotFoundError, ValueError) as e:  # Missing data, bad setting.
         logging.exception("tf-lbsgd failed")
         print(f"tf-lbsgd: error: {e}", file=sys.stderr)

@@ -29,6 +29,10 @@ from tf_lbsgd import losses
 from tf_lbsgd import precision
 from tf_lbsgd.models import layers
 
+# Exit code of the CLI when training stopped on a non-finite loss: a sweep
+# driver (tools/reproduce.py) records such a run as diverged.
+DIVERGED_EXIT_CODE = 3
+
 
 class _Accumulators:
     """Named per-replica sums, one SUM-on-read vector: one collective per read.
