@@ -49,27 +49,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tf_lbsgd import paper
+
 METRICS = "metrics.json"
 OPERATIVE_CONFIG = "operative_config.gin"
 
-# Top-1 error % (mean, std or None) of Goyal et al. 2017 (PAPER.md,
-# "Headline results"), keyed by the experiment file name stem in
-# gin/experiments/imagenet/.
-PAPER_TOP1_ERROR = {
-    "resnet50_kn256": (23.60, 0.12),
-    "resnet50_kn8k": (23.74, 0.09),
-    "resnet50_kn8k_no_warmup": (24.84, 0.37),
-    "resnet50_kn8k_constant_warmup": (25.88, 0.56),
-    "resnet50_kn8k_lr0.05": (24.27, 0.08),
-    "resnet50_kn8k_lr0.2": (24.05, 0.18),
-    "resnet50_kn8k_unscaled": (41.67, 0.10),
-    "resnet50_kn8k_sqrt_scaling": (26.22, 0.03),
-    "resnet50_kn16k": (24.79, 0.27),
-    "resnet101_kn256": (22.08, None),
-    "resnet101_kn8k": (22.36, None),
-    "resnet50_kn256_no_zero_gamma": (23.84, None),
-    "resnet50_kn8k_no_zero_gamma": (24.11, None),
-}
+# Top-1 error % (mean, std or None) of Goyal et al. 2017, keyed by the
+# experiment file name stem in gin/experiments/imagenet/.
+PAPER_TOP1_ERROR = paper.TOP1_ERROR
 
 # Gin parameters shown in the table: column key -> selector suffix.
 GIN_PARAMETERS = {
