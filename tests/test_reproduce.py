@@ -1,0 +1,106 @@
+"""tools/reproduce.py end to end: the tiny preset through the real CLI."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from tool_loader import REPO_ROOT
+from tool_loader import load_tool
+
+TOOL = str(REPO_ROOT / "tools" / "reproduce.py")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _reproduce(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, TOOL, "--preset=tiny", *args],
+                          capture_output=True, text=True, env=env,
+                          timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduction")
+    runs, report = root / "runs", root / "docs" / "reproduction.md"
+    result = _reproduce(f"--runs_dir={runs}", f"--report={report}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return runs, report, result
+
+
+def test_sweep_then_ablations_at_the_chosen_size(tiny):
+    runs, _, result = tiny
+    assert sorted(os.listdir(runs)) == [
+        "kn32-gradual_warmup-s0", "kn64-gradual_warmup-s0",
+        "kn64-no_warmup-s0"]
+    assert "ablations at kn = 64" in result.stdout
+    with open(runs / "kn64-no_warmup-s0" / "operative_config.gin") as f:
+        config = f.read()
+    assert "build_learning_rate_schedule.warmup = 'none'" in config
+    assert "resnet_cifar.bn_group_size = 16" in config  # n = 16, k = 4.
+    assert "run.global_batch_size = 64" in config
+
+
+def test_report_tables_and_figures(tiny):
+    runs, report, _ = tiny
+    text = report.read_text()
+    assert text.startswith("# Goyal et al. 2017 at small scale")
+    assert "python tools/reproduce.py --preset=tiny" in text
+    for row in ("| baseline | 32 | 2 x 16 |", "| no warmup | 64 | 4 x 16 |",
+                "| gradual warmup (R1 + R2) | 64 | 4 x 16 |"):
+        assert row in text
+    figures = report.parent / "reproduction"
+    for name in ("fig1_error_vs_minibatch.png",
+                 "fig2_training_curves_ablations.png",
+                 "fig3_training_curves_minibatch.png"):
+        assert f"](reproduction/{name})" in text
+        data = (figures / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    with open(figures / "results.json") as f:
+        numbers = json.load(f)
+    # The statistic is the median of each run's final 2 evaluations (R14).
+    with open(runs / "kn64-gradual_warmup-s0" / "metrics.json") as f:
+        history = json.load(f)["eval"]["top1_error_history"]
+    assert len(history) == 2
+    assert numbers["sweep"]["64"]["mean"] == pytest.approx(
+        100 * statistics.median(history))
+    assert numbers["large_kn"] == 64
+
+
+def test_a_second_run_trains_nothing_and_redraws(tiny):
+    runs, report, _ = tiny
+    logs = {p: (runs / p / "log.txt").stat().st_size for p in os.listdir(runs)}
+    result = _reproduce(f"--runs_dir={runs}", f"--report={report}",
+                        "--report_only")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("(finished earlier)") == 3
+    assert logs == {p: (runs / p / "log.txt").stat().st_size
+                    for p in os.listdir(runs)}
+
+
+def test_bad_requests_name_the_problem(tiny, tmp_path):
+    runs, _, _ = tiny
+    tool = load_tool("reproduce")
+    preset = tool.grid.PRESETS["tiny"]
+    with pytest.raises(ValueError, match=r"--large_kn=48 is not a size of "
+                       r"the sweep \[32, 64\]"):
+        tool.run(preset, str(runs), str(tmp_path / "r.md"), large_kn=48,
+                 report_only=True)
+    with pytest.raises(FileNotFoundError,
+                       match="kn32-gradual_warmup-s0 is not finished"):
+        tool.run(preset, str(tmp_path / "empty"), str(tmp_path / "r.md"),
+                 report_only=True)
+
+
+def test_dry_run_prints_the_cli_commands(tmp_path, capsys):
+    tool = load_tool("reproduce")
+    tool.run(tool.grid.PRESETS["tiny"], str(tmp_path / "runs"),
+             str(tmp_path / "r.md"), dry_run=True)
+    lines = [l for l in capsys.readouterr().out.splitlines()
+             if "-m tf_lbsgd" in l]
+    assert len(lines) == 2 + 1  # The sweep, then the ablation.
+    assert "resnet_cifar.bn_group_size = 16" in lines[0]
+    assert not os.listdir(tmp_path)
