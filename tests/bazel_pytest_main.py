@@ -38,7 +38,9 @@ def main(argv):
         # ~/tensorflow_datasets then live in the test's private directory.
         os.environ.setdefault("HOME", tmp)
     import pytest  # pylint: disable=g-import-not-at-top
-    args = list(argv) + ["-p", "no:cacheprovider"]
+    # -rfEs: the log lists skips with their reasons too (a dependency
+    # missing from BUILD shows up as a skip under pytest.importorskip).
+    args = list(argv) + ["-p", "no:cacheprovider", "-rfEs"]
     if tmp:
         args += ["--basetemp", os.path.join(tmp, "pytest")]
     xml = os.environ.get("XML_OUTPUT_FILE")

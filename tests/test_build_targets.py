@@ -6,7 +6,8 @@ functions (no Bazel needed) and lists:
   py_library / py_binary / py_test;
 - srcs, data or main naming a file that does not exist, and deps naming no
   target;
-- an import of a tf_lbsgd module, of a sibling module (`from tool_loader
+- an import of a tf_lbsgd module (also `pytest.importorskip("...")` and
+  `importlib.import_module("...")`), of a sibling module (`from tool_loader
   import ...`) or a `load_tool("name")` whose file is neither in the
   target's own srcs nor in those of a direct dep; a package __init__.py
   missing from the target's transitive srcs;
@@ -133,11 +134,15 @@ def _uses(root, path, scripts):
             for alias in node.names:
                 if not need_module(f"{node.module}.{alias.name}"):
                     need_module(node.module)
-        elif (isinstance(node, ast.Call) and getattr(
-                node.func, "id", getattr(node.func, "attr", None))
-              == "load_tool" and node.args
-              and isinstance(node.args[0], ast.Constant)):
-            modules.add(f"tools/{node.args[0].value}.py")
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
+            function = getattr(node.func, "id",
+                               getattr(node.func, "attr", None))
+            if function == "load_tool":
+                modules.add(f"tools/{node.args[0].value}.py")
+            elif function in ("importorskip", "import_module"):
+                need_module(node.args[0].value)
         elif isinstance(node, (ast.List, ast.Tuple)):
             values = [e.value if isinstance(e, ast.Constant) else None
                       for e in node.elts]
@@ -339,15 +344,14 @@ _BUILD = textwrap.dedent("""\
     """)
 
 
-def _problems(tmp_path, build=_BUILD, **files):
-    """The checker's messages for the sample tree, with `files` (paths with
-    "__" for "/") added, replaced or (when None) left out."""
+def _problems(tmp_path, build=_BUILD, files=None):
+    """The checker's messages for the sample tree, with `files` ({path:
+    text}) added or replaced."""
     contents = dict(_FILES, BUILD=build)
-    contents.update({p.replace("__", "/"): t for p, t in files.items()})
+    contents.update(files or {})
     for path, text in contents.items():
-        if text is not None:
-            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / path).write_text(text)
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
     return "\n".join(build_problems(tmp_path))
 
 
@@ -359,7 +363,7 @@ def test_sample_tree_passes(tmp_path):
     "tf_lbsgd/extra.py", "tf_lbsgd/data/extra.py", "tests/test_extra.py",
     "tests/helper.py", "tools/extra.py"])
 def test_file_in_no_target(tmp_path, path):
-    problems = _problems(tmp_path, **{path.replace("/", "__"): "X = 1\n"})
+    problems = _problems(tmp_path, files={path: "X = 1\n"})
     assert problems == (f"{path}: in the srcs of no py_library, py_binary "
                         "or py_test target")
 
@@ -384,6 +388,18 @@ def test_transitive_dep_is_not_enough_for_an_import(tmp_path):
     # test_base imports tf_lbsgd.base, which :main brings only transitively.
     build = _BUILD.replace('deps = [":base", ":main",', 'deps = [":main",')
     assert _problems(tmp_path, build=build) == (
+        ":test_base: tests/test_base.py imports tf_lbsgd/base.py, which is in "
+        "the srcs of no direct dep")
+
+
+def test_importorskip_is_an_import(tmp_path):
+    # Without the dep the test would be skipped under Bazel, not failed.
+    build = _BUILD.replace('deps = [":base", ":main",', 'deps = [":main",')
+    test = _FILES["tests/test_base.py"].replace(
+        "from tf_lbsgd import base",
+        'import pytest\nbase = pytest.importorskip("tf_lbsgd.base")')
+    assert _problems(tmp_path, build=build,
+                     files={"tests/test_base.py": test}) == (
         ":test_base: tests/test_base.py imports tf_lbsgd/base.py, which is in "
         "the srcs of no direct dep")
 
@@ -419,8 +435,8 @@ def test_missing_runfiles(tmp_path):
 
 
 def test_console_script_needs_its_module(tmp_path):
-    problems = _problems(tmp_path, tools__runner_py=None, **{
-        "tools/runner.py".replace("/", "__"): 'CMD = ["tf-lbsgd", "--help"]\n'})
+    problems = _problems(tmp_path, files={
+        "tools/runner.py": 'CMD = ["tf-lbsgd", "--help"]\n'})
     assert problems == (
         ":runner: tools/runner.py runs or reads tf_lbsgd/cli.py, which is not "
         "in its runfiles (srcs, data, deps)")
