@@ -143,10 +143,14 @@ def test_two_workers_train_like_one_process(uninterrupted, tmp_path):
     _train_in_process(ghost, ["distribute.build_strategy.kind = 'default'",
                               "train_lib.run.per_replica_batch_size = 32",
                               "resnet_cifar.bn_group_size = 16"])
-    # Measured: at most 2.4e-7 apart (2 ulp) at every checkpoint up to 75.
-    for step in (5, TOTAL_STEPS):
-        _assert_same_weights(model_dir, ghost, rtol=1e-5, atol=1e-6,
-                             step=step)
+    # The same arithmetic up to rounding, which training amplifies: on an
+    # AMD EPYC (AVX2) at most 2.4e-7 apart (2 ulp) at every checkpoint up to
+    # step 75; on an Intel Xeon (AVX-512; presumably kernels that sum a
+    # batch of 16 and one of 32 in other orders) 2.0e-7 at step 5, 1.8e-6 at 25,
+    # 0.016 at 45 and 0.097 at 75 (a momentum slot), so the comparison
+    # stops at 25, with a tolerance 10x the first one's.
+    _assert_same_weights(model_dir, ghost, rtol=1e-5, atol=1e-6, step=5)
+    _assert_same_weights(model_dir, ghost, rtol=1e-4, atol=1e-5, step=25)
 
 
 def test_each_example_once_per_epoch_across_worker_processes(tmp_path):
