@@ -10,7 +10,6 @@ sys.path under pytest), so it is loaded from its file path with importlib.
 
 import io
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -21,10 +20,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tool_loader import REPO_ROOT
 from tool_loader import load_tool
 from tf_lbsgd.data import imagenet_tfds
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOOL_PATH = REPO_ROOT / "tools" / "make_fake_imagenet.py"
 CLASSES = 3
 TRAIN_PER_CLASS = 4

@@ -1,16 +1,15 @@
 """Tests of tools/summarize_runs.py on fabricated model_dirs (pure Python)."""
 
 import json
-import pathlib
 import statistics
 import subprocess
 import sys
 
 import pytest
+from tool_loader import REPO_ROOT
 from tool_loader import load_tool
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TOOL_PATH = ROOT / "tools" / "summarize_runs.py"
+TOOL_PATH = REPO_ROOT / "tools" / "summarize_runs.py"
 
 HISTORY_8K = [0.40, 0.30, 0.2410, 0.2385, 0.2402, 0.2390, 0.2378]
 HISTORY_FASHION = [0.2, 0.1, 0.09, 0.085, 0.08]
@@ -175,7 +174,7 @@ def test_paper_values():
     assert tool.PAPER_TOP1_ERROR["resnet50_kn8k_no_zero_gamma"][0] == 24.11
     assert tool.PAPER_TOP1_ERROR["resnet50_kn256_no_zero_gamma"][0] == 23.84
     experiments = {p.stem for p in
-                   (ROOT / "gin" / "experiments" / "imagenet").glob("*.gin")}
+                   (REPO_ROOT / "gin" / "experiments" / "imagenet").glob("*.gin")}
     if experiments:
         assert set(tool.PAPER_TOP1_ERROR) <= experiments
 
@@ -200,7 +199,7 @@ def test_bad_dirs(tmp_path):
 
 def _cli(*args):
     return subprocess.run([sys.executable, str(TOOL_PATH), *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True,
+                          cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=60, check=False)
 
 

@@ -1,9 +1,12 @@
 """Imports a script of tools/ by its path (tools/ is not a package)."""
 
 import importlib.util
+import os
 import pathlib
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# abspath, not resolve(): under Bazel the test file is a symlink into the
+# checkout, and the tools must come from the runfiles next to it.
+REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 
 
 def load_tool(name):
