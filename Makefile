@@ -26,7 +26,7 @@ train: install
 	  --model_dir=runs/default
 
 test: install
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=10 tests
 
 # `bazel test //...` offline, with the venv's interpreter and the stand-ins of
 # third_party/bazel/ for the repositories Bazel 4.2 would download. The
