@@ -7,7 +7,7 @@ Usage:
 Runs the grid of `tf_lbsgd.reproduction.grid` (Goyal et al. 2017's Figures 1-3
 and Table 1 on Fashion-MNIST with k simulated workers of n examples), each
 point through the real trainer: `python -m tf_lbsgd` with
-`gin/experiments/fashion_mnist_reproduction.gin` and the point's bindings,
+`gin/reproduction/fashion_mnist.gin` and the point's bindings,
 in `--runs_dir/<point>` (its log in `log.txt`, its wall time in `run.json`).
 
 1. The minibatch sweep (linear scaling + gradual warmup), every seed.

@@ -24,7 +24,7 @@ import dataclasses
 
 from tf_lbsgd import schedules
 
-GIN_FILE = "experiments/fashion_mnist_reproduction"
+GIN_FILE = "reproduction/fashion_mnist"
 # The paper's step decay at epochs 30, 60 and 80 of 90 (R4), as fractions.
 PAPER_DECAY_FRACTIONS = (30 / 90, 60 / 90, 80 / 90)
 FASHION_MNIST_TRAIN = 60000
