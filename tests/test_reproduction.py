@@ -218,6 +218,13 @@ def test_findings_compare_with_the_papers_differences():
     assert unscaled.ours == "+11.80 pp"  # One seed left: no standard error.
 
 
+def test_the_scaling_finding_reads_the_sweep_not_the_ablation_size():
+    outcome = _outcome()
+    outcome.large_kn, outcome.large_matched = 128, False  # --large_kn=128
+    holds = findings.scaling_findings(outcome)[0]
+    assert holds.ours == "up to kn = 64 = 2x the baseline"
+
+
 def test_report_tables_hold_every_row():
     outcome = _outcome()
     table = report.table_1(outcome)

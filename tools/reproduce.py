@@ -183,7 +183,7 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
         ensure_runs(grid.ablation_points(preset, kn), preset, runs_dir, True)
         return None
     sweep = _summaries(sweep_runs, grid.SWEEP)
-    matched = True
+    forced = large_kn is not None
     if large_kn is None:
         large_kn, matched = results.largest_matching_size(
             sweep, preset.match_tolerance)
@@ -200,6 +200,7 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
                             runs_dir, report_only=report_only))
     outcome = findings.Outcome(
         preset=preset, sweep=sweep, large_kn=large_kn, large_matched=matched,
+        large_forced=forced,
         ablations={v: _summaries(done, v, large_kn) for v in preset.ablations},
         baseline_ablations={v: _summaries(done, v, preset.baseline)
                             for v in preset.baseline_ablations})

@@ -27,6 +27,7 @@ class Outcome:
     large_matched: bool    # whether large_kn matched the baseline
     ablations: dict        # variant -> Summary at large_kn
     baseline_ablations: dict  # variant -> Summary at the baseline
+    large_forced: bool = False  # large_kn was given (--large_kn), not found
 
     @property
     def baseline(self):
@@ -89,7 +90,8 @@ def scaling_findings(outcome):
     preset = outcome.preset
     base = preset.baseline
     tol = preset.match_tolerance
-    largest = outcome.large_kn if outcome.large_matched else None
+    largest, matched = results.largest_matching_size(outcome.sweep, tol)
+    largest = largest if matched else None  # Not where the ablations ran.
     ratio = largest // base if largest else 0
     holds = Finding(
         f"Linear scaling + gradual warmup keep the baseline's error up to a "

@@ -161,9 +161,14 @@ def render(outcome, meta):
     preset = outcome.preset
     machine = meta["machine"]
     figs = meta["figure_dir"]
-    chosen = ("the largest size that matches the baseline" if
-              outcome.large_matched else "no size above the baseline "
-              "matched it: the smallest size above it")
+    if outcome.large_forced:
+        verb = "matches" if outcome.large_matched else "does not match"
+        chosen = f"set by --large_kn; it {verb} the baseline"
+    elif outcome.large_matched:
+        chosen = "the largest size that matches the baseline"
+    else:
+        chosen = ("no size above the baseline matched it: the smallest size "
+                  "above it")
     parts = [
         "# Goyal et al. 2017 at small scale: Fashion-MNIST with simulated "
         "workers",
