@@ -13,6 +13,7 @@ from tf_lbsgd import outputs
 from tf_lbsgd import schedules
 from tf_lbsgd.reproduction import findings
 from tf_lbsgd.reproduction import grid
+from tf_lbsgd.reproduction import plots
 from tf_lbsgd.reproduction import report
 from tf_lbsgd.reproduction import results
 
@@ -223,6 +224,13 @@ def test_the_scaling_finding_reads_the_sweep_not_the_ablation_size():
     outcome.large_kn, outcome.large_matched = 128, False  # --large_kn=128
     holds = findings.scaling_findings(outcome)[0]
     assert holds.ours == "up to kn = 64 = 2x the baseline"
+
+
+@pytest.mark.parametrize("finals, top", [
+    ([], 40.0), ([8.9, 25.3], 40.0), ([8.9, 30.5], 50.0), ([45.5], 60.0),
+    ([99.0], 100.0)])
+def test_error_axis_rises_to_keep_a_failed_curve_in_view(finals, top):
+    assert plots.error_axis_top(finals) == top
 
 
 def test_report_tables_hold_every_row():

@@ -16,6 +16,16 @@ FIGURE_3 = "fig3_training_curves_minibatch.png"
 ERROR_AXIS_TOP = 40.0
 
 
+def error_axis_top(final_errors):
+    """ERROR_AXIS_TOP, raised in steps of 10 (to 100) when a curve ends
+    within 10 pp of it, so that a failed large minibatch stays in view."""
+    top = ERROR_AXIS_TOP
+    highest = max(final_errors, default=0.0)
+    while top < 100.0 and highest > top - 10.0:
+        top += 10.0
+    return top
+
+
 def _pyplot():
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use("Agg")
@@ -59,13 +69,15 @@ def figure_1(outcome, path):
 
 
 def _curve_panel(axes, summary, reference, label, baseline_label):
+    finals = []
     for source, name, style in ((reference, baseline_label, "k-"),
                                 (summary, label, "r-")):
         curve = source.mean_curve()
         if curve:
             x, y = zip(*curve)
             axes.plot(x, y, style, linewidth=1.2, label=name)
-    axes.set_ylim(0, ERROR_AXIS_TOP)
+            finals.append(y[-1])
+    axes.set_ylim(0, error_axis_top(finals))
     axes.set_xlabel("epochs")
     axes.set_ylabel("training error %")
     axes.grid(alpha=0.3)
