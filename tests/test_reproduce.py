@@ -104,3 +104,11 @@ def test_dry_run_prints_the_cli_commands(tmp_path, capsys):
     assert len(lines) == 2 + 1  # The sweep, then the ablation.
     assert "resnet_cifar.bn_group_size = 16" in lines[0]
     assert not os.listdir(tmp_path)
+
+
+def test_the_report_names_the_command_without_report_only():
+    tool = load_tool("reproduce")
+    argv = ["tools/reproduce.py", "--preset=full", "--report_only",
+            "--report=docs/r.md", "--noreport_only"]
+    assert tool.reproducing_command(argv) == (
+        "python tools/reproduce.py --preset=full --report=docs/r.md")
