@@ -43,6 +43,15 @@ class Outcome:
             return self.large
         return self.ablations.get(variant)
 
+    def large_variants(self):
+        """[(variant, Summary)] measured at the large size, in the paper's
+        Table 1 order: no, constant and gradual warmup, then the others."""
+        warmups = ("no_warmup", "constant_warmup")
+        order = warmups + (grid.SWEEP,) + tuple(
+            v for v in self.ablations if v not in warmups)
+        return [(v, self.at_large(v)) for v in order
+                if self.at_large(v) is not None]
+
 
 @dataclasses.dataclass
 class Finding:

@@ -115,12 +115,8 @@ def figure_2(outcome, path):
     """Training error of the large minibatch's variants against the
     baseline's (Figure 2: no / constant / gradual warmup; and the rest)."""
     base_kn, kn = outcome.preset.baseline, outcome.large_kn
-    order = ("no_warmup", "constant_warmup", grid.SWEEP) + tuple(
-        v for v in outcome.ablations if v not in ("no_warmup",
-                                                  "constant_warmup"))
-    pairs = [(grid.VARIANTS[v].label, outcome.at_large(v), kn,
-              outcome.baseline, base_kn)
-             for v in order if outcome.at_large(v) is not None]
+    pairs = [(grid.VARIANTS[v].label, summary, kn, outcome.baseline, base_kn)
+             for v, summary in outcome.large_variants()]
     pairs += [(f"{grid.VARIANTS[v].label}, both at baseline", summary,
                base_kn, outcome.baseline, base_kn)
               for v, summary in outcome.baseline_ablations.items()]

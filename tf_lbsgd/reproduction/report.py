@@ -58,13 +58,9 @@ def table_1(outcome):
         entries.append((f"{grid.VARIANTS[variant].label}, at the baseline",
                         variant, base_kn, summary,
                         grid.PAPER_BASELINE_ROWS[variant]))
-    for variant in ("no_warmup", "constant_warmup", grid.SWEEP) + tuple(
-            v for v in outcome.ablations
-            if v not in ("no_warmup", "constant_warmup")):
-        summary = outcome.at_large(variant)
-        if summary is not None:
-            entries.append((grid.VARIANTS[variant].label, variant, kn,
-                            summary, grid.VARIANTS[variant].paper_row))
+    for variant, summary in outcome.large_variants():
+        entries.append((grid.VARIANTS[variant].label, variant, kn, summary,
+                        grid.VARIANTS[variant].paper_row))
     for name, variant, size, summary, row in entries:
         delta = (summary.mean - outcome.baseline.mean
                  if summary is not outcome.baseline and summary.mean is not None

@@ -60,8 +60,7 @@ def training_curve(model_dir, steps_per_epoch):
     by_step = {}
     pattern = os.path.join(model_dir, "train", "events.out.tfevents.*")
     for path in sorted(glob.glob(pattern)):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
+        for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 if value.tag == "train/top1_error":
                     by_step[event.step] = float(tf.make_ndarray(value.tensor))
