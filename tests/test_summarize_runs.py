@@ -168,15 +168,15 @@ def test_explicit_paper_row(runs):
 
 
 def test_paper_values():
-    assert len(tool.PAPER_TOP1_ERROR) == 13
-    assert tool.PAPER_TOP1_ERROR["resnet50_kn256"] == (23.60, 0.12)
-    assert tool.PAPER_TOP1_ERROR["resnet50_kn8k_unscaled"] == (41.67, 0.10)
-    assert tool.PAPER_TOP1_ERROR["resnet50_kn8k_no_zero_gamma"][0] == 24.11
-    assert tool.PAPER_TOP1_ERROR["resnet50_kn256_no_zero_gamma"][0] == 23.84
+    assert len(tool.paper.TOP1_ERROR) == 13
+    assert tool.paper.TOP1_ERROR["resnet50_kn256"] == (23.60, 0.12)
+    assert tool.paper.TOP1_ERROR["resnet50_kn8k_unscaled"] == (41.67, 0.10)
+    assert tool.paper.TOP1_ERROR["resnet50_kn8k_no_zero_gamma"][0] == 24.11
+    assert tool.paper.TOP1_ERROR["resnet50_kn256_no_zero_gamma"][0] == 23.84
     experiments = {p.stem for p in
                    (REPO_ROOT / "gin" / "experiments" / "imagenet").glob("*.gin")}
     if experiments:
-        assert set(tool.PAPER_TOP1_ERROR) <= experiments
+        assert set(tool.paper.TOP1_ERROR) <= experiments
 
 
 def test_bad_dirs(tmp_path):

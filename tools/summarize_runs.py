@@ -16,7 +16,8 @@ recomputed from `eval.top1_error_history`; falling back to
 `eval.median5_top1_error`, then `eval.top1_error`, when there is no
 history), the final top-1 error in %, images/s, training wall time
 (h:mm:ss), the top-1 error the paper reports for the matching experiment
-(`PAPER_TOP1_ERROR`) and the difference ours - paper in percentage points.
+(`tf_lbsgd.paper.TOP1_ERROR`) and the difference ours - paper in
+percentage points.
 
 A run matches a paper row by its dir basename (e.g. a model_dir named
 `resnet50_kn8k` matches the experiment `gin/experiments/imagenet/
@@ -53,10 +54,6 @@ from tf_lbsgd import paper
 
 METRICS = "metrics.json"
 OPERATIVE_CONFIG = "operative_config.gin"
-
-# Top-1 error % (mean, std or None) of Goyal et al. 2017, keyed by the
-# experiment file name stem in gin/experiments/imagenet/.
-PAPER_TOP1_ERROR = paper.TOP1_ERROR
 
 # Gin parameters shown in the table: column key -> selector suffix.
 GIN_PARAMETERS = {
@@ -282,7 +279,7 @@ def read_run(model_dir):
 
 
 def paper_row(run, paper_rows=None):
-    """The PAPER_TOP1_ERROR key of `run`, or None.
+    """The paper.TOP1_ERROR key of `run`, or None.
 
     Args:
         run: a `read_run` dict.
@@ -290,15 +287,15 @@ def paper_row(run, paper_rows=None):
             row for every run not named.
 
     Raises:
-        ValueError: for an explicit row name not in PAPER_TOP1_ERROR.
+        ValueError: for an explicit row name not in paper.TOP1_ERROR.
     """
     paper_rows = paper_rows or {}
     row = paper_rows.get(run["name"], paper_rows.get(None))
     if row is None:
-        return run["name"] if run["name"] in PAPER_TOP1_ERROR else None
-    if row not in PAPER_TOP1_ERROR:
+        return run["name"] if run["name"] in paper.TOP1_ERROR else None
+    if row not in paper.TOP1_ERROR:
         raise ValueError(f"paper row {row!r} is unknown; known rows: "
-                         f"{', '.join(sorted(PAPER_TOP1_ERROR))}")
+                         f"{', '.join(sorted(paper.TOP1_ERROR))}")
     return row
 
 
@@ -335,7 +332,7 @@ def _format_paper(row):
     """Paper cell (`23.74 ± 0.09`) and mean, or ('', None) without a row."""
     if row is None:
         return "", None
-    mean, std = PAPER_TOP1_ERROR[row]
+    mean, std = paper.TOP1_ERROR[row]
     cell = f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
     return f"{cell} ({row})", mean
 
@@ -380,7 +377,7 @@ def parse_paper_rows(values):
     """`--paper_row` values (`NAME` or `RUN=NAME`) as a dict for paper_row.
 
     Raises:
-        ValueError: for an empty part or a NAME not in PAPER_TOP1_ERROR, or
+        ValueError: for an empty part or a NAME not in paper.TOP1_ERROR, or
             two bare NAMEs.
     """
     rows = {}
@@ -391,8 +388,8 @@ def parse_paper_rows(values):
         if not row or run == "":
             raise ValueError(f"--paper_row={value!r}: expected NAME or "
                              f"RUN=NAME")
-        if row not in PAPER_TOP1_ERROR:
-            known = ", ".join(sorted(PAPER_TOP1_ERROR))
+        if row not in paper.TOP1_ERROR:
+            known = ", ".join(sorted(paper.TOP1_ERROR))
             raise ValueError(f"--paper_row={value!r}: unknown row {row!r}; "
                              f"known rows: {known}")
         if run in rows:
@@ -422,7 +419,7 @@ def define_flags(flag_values=flags.FLAGS):
         "paper_row", [], "Paper row for the runs: NAME for every run or "
         "RUN=NAME for the run whose dir basename is RUN. Default: the run's "
         "dir basename if it is a row. Rows: "
-        + ", ".join(sorted(PAPER_TOP1_ERROR)), flag_values=flag_values)
+        + ", ".join(sorted(paper.TOP1_ERROR)), flag_values=flag_values)
 
 
 def main(argv):
