@@ -3,10 +3,11 @@
     python tools/tf_config.py --hosts=node1:12345,node2:12345 --index=1
     export TF_CONFIG=$(python tools/tf_config.py --hosts=... --index=$RANK)
 
-Under SLURM, `--slurm` reads the node list, this task's rank and the port
-(`--port`, default 12345) from the SLURM_* environment instead (one worker
-per node; TensorFlow's `SlurmClusterResolver` is the alternative when the
-strategy is built in code).
+Under SLURM, `--slurm` reads the node list (SLURM_JOB_NODELIST, expanded by
+tf_lbsgd.hostlist as `scontrol show hostnames` does) and this node's index
+(SLURM_NODEID) from the environment, with the port `--port` (default 12345)
+instead (one worker per node; TensorFlow's `SlurmClusterResolver` is the
+alternative when the strategy is built in code).
 """
 
 import json
@@ -15,6 +16,8 @@ import re
 
 from absl import app
 from absl import flags
+
+from tf_lbsgd import hostlist
 
 _HOSTS = flags.DEFINE_list("hosts", None, "host:port of every worker.")
 _INDEX = flags.DEFINE_integer("index", None, "This worker's index in --hosts.")
@@ -41,32 +44,18 @@ def tf_config(hosts, index):
             "task": {"type": "worker", "index": index}}
 
 
-def expand_slurm_nodelist(nodelist):
-    """Expands a SLURM node list such as 'gpu[01-03,07],login1'."""
-    nodes = []
-    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist):
-        prefix, ranges = match.group(1), match.group(2)
-        if not ranges:
-            nodes.append(prefix)
-            continue
-        for part in ranges.split(","):
-            first, _, last = part.partition("-")
-            for number in range(int(first), int(last or first) + 1):
-                nodes.append(f"{prefix}{number:0{len(first)}d}")
-    return nodes
-
-
 def slurm_tf_config(env, port):
     """TF_CONFIG from SLURM_JOB_NODELIST and SLURM_NODEID (one worker/node).
 
     Raises:
-        ValueError: naming the SLURM variable that is missing.
+        ValueError: naming the SLURM variable that is missing, or the
+            malformed node list (see tf_lbsgd.hostlist.expand).
     """
     for name in ("SLURM_JOB_NODELIST", "SLURM_NODEID"):
         if name not in env:
             raise ValueError(f"{name} is not set: not inside a SLURM job?")
     hosts = [f"{node}:{port}"
-             for node in expand_slurm_nodelist(env["SLURM_JOB_NODELIST"])]
+             for node in hostlist.expand(env["SLURM_JOB_NODELIST"])]
     return tf_config(hosts, int(env["SLURM_NODEID"]))
 
 
