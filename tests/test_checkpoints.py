@@ -3,32 +3,44 @@
 Only the chief writes into model_dir; a non-chief worker saves into its own
 temporary directory (deleted after each save), restores the chief's latest
 checkpoint, and makes the same save decisions as the chief.
+
+Resuming skips damaged checkpoints (truncated, missing or bit-rotted files,
+made here by damaging real checkpoints) without deleting them, and refuses
+a checkpoint of a different model (real Keras models).
 """
 
+import glob
+import logging
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tf_lbsgd import checkpoints
+from tf_lbsgd import optimizers
+from tf_lbsgd.models.resnet_cifar import resnet_cifar
 
 
 class _State:
     """A variable, a step counter and their checkpoint."""
 
-    def __init__(self):
-        self.weights = tf.Variable([1.0, 2.0, 3.0], name="weights")
+    def __init__(self, size=3):
+        self.weights = tf.Variable(np.arange(1.0, size + 1, dtype=np.float32),
+                                   name="weights")
         self.step = tf.Variable(0, dtype=tf.int64, name="global_step")
         self.checkpoint = tf.train.Checkpoint(weights=self.weights,
                                               global_step=self.step)
 
-    def manager(self, model_dir, chief, every_steps=10, task_id=None):
+    def manager(self, model_dir, chief, every_steps=10, task_id=None,
+                log=None):
         if task_id is None:
             task_id = 0 if chief else 1
+        kwargs = {} if log is None else {"log": log}
         return checkpoints.checkpoint_manager(
             self.checkpoint, model_dir, self.step, every_steps, chief=chief,
-            task_id=task_id)
+            task_id=task_id, **kwargs)
 
 
 def _save(manager, state, check_interval=False):
@@ -181,3 +193,320 @@ def test_chief_and_non_chief_make_the_same_save_decisions(model_dir, resume):
     # interval counts from there.
     assert decisions["chief"] == ([30, 40] if resume else [1, 11, 21, 31, 41])
     assert decisions["worker"] == decisions["chief"]
+
+
+# ---------------------------------------------------------------------------
+# Damaged checkpoints: skipped on resume, never deleted.
+
+_DATA = ".data-00000-of-00001"
+_SIZE = 1000  # 4000 bytes of weights: the middle of the .data file.
+
+
+def _truncate(filename):
+    with open(filename, "rb") as f:
+        content = f.read()
+    with open(filename, "wb") as f:
+        f.write(content[:len(content) // 2])
+
+
+def _flip_middle_bytes(filename, count=4):
+    with open(filename, "rb") as f:
+        content = bytearray(f.read())
+    middle = len(content) // 2
+    for i in range(middle, middle + count):
+        content[i] ^= 0xFF
+    with open(filename, "wb") as f:
+        f.write(bytes(content))
+
+
+# Damage: (file suffix, what is done to it, what the reason says).
+_DAMAGES = {
+    "truncated_data": (_DATA, _truncate, "Read less bytes than requested"),
+    "truncated_index": (".index", _truncate, "bad magic number"),
+    "bit_rot_in_data": (_DATA, _flip_middle_bytes, "Checksum does not match"),
+    "missing_data": (_DATA, os.remove, "No such file"),
+    "missing_index": (".index", os.remove, "is missing"),
+}
+
+
+def _damage(path, kind):
+    suffix, damage, _ = _DAMAGES[kind]
+    damage(path + suffix)
+
+
+def _save_steps(model_dir, steps=(10, 20, 30)):
+    """Saves ckpt-<step> with every weight equal to the step; returns
+    {step: path}."""
+    state = _State(size=_SIZE)
+    manager = state.manager(model_dir, chief=True)
+    paths = {}
+    for step in steps:
+        state.step.assign(step)
+        state.weights.assign(np.full(_SIZE, float(step), np.float32))
+        paths[step] = _save(manager, state)
+    return paths
+
+
+def _contents(pattern):
+    """{file name: bytes} of the files matching `pattern`."""
+    found = {}
+    for name in sorted(glob.glob(pattern)):
+        with open(name, "rb") as f:
+            found[os.path.basename(name)] = f.read()
+    return found
+
+
+def _listed(model_dir):
+    """The checkpoint names the state file lists, oldest first."""
+    state = tf.train.get_checkpoint_state(model_dir)
+    return [os.path.basename(p) for p in state.all_model_checkpoint_paths]
+
+
+def test_intact_checkpoint_has_no_problem(model_dir):
+    paths = _save_steps(model_dir, steps=(10,))
+    assert checkpoints.checkpoint_problem(paths[10]) is None
+
+
+@pytest.mark.parametrize("kind", sorted(_DAMAGES))
+def test_problem_names_the_damaged_file_and_tf_error(model_dir, kind):
+    path = _save_steps(model_dir, steps=(10,))[10]
+    _damage(path, kind)
+    problem = checkpoints.checkpoint_problem(path)
+    assert problem is not None
+    assert _DAMAGES[kind][2] in problem
+    suffix = ".index" if _DAMAGES[kind][0] == ".index" else ".data-*"
+    assert path + suffix in problem
+
+
+def test_bit_rot_is_found_by_reading_the_tensor_not_by_opening(model_dir):
+    """What detects it: the index opens, the damaged tensor's crc32c does
+    not match when it is read; a plain restore fails the same way."""
+    path = _save_steps(model_dir, steps=(10,))[10]
+    _flip_middle_bytes(path + _DATA)
+    reader = tf.train.load_checkpoint(path)
+    assert reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE") == 10
+    with pytest.raises(tf.errors.OpError, match="Checksum does not match"):
+        reader.get_tensor("weights/.ATTRIBUTES/VARIABLE_VALUE")
+    with pytest.raises(tf.errors.DataLossError, match="Checksum"):
+        _State(size=_SIZE).checkpoint.restore(path)
+    assert "'weights/.ATTRIBUTES/VARIABLE_VALUE'" in (
+        checkpoints.checkpoint_problem(path))
+
+
+@pytest.mark.parametrize("kind", sorted(_DAMAGES))
+def test_chief_resumes_from_the_newest_intact_checkpoint(model_dir, kind):
+    paths = _save_steps(model_dir)
+    _damage(paths[30], kind)
+    damaged = _contents(paths[30] + ".*")
+    state, messages = _State(size=_SIZE), []
+
+    manager = state.manager(model_dir, chief=True, log=messages.append)
+    assert manager.restore_or_initialize() == paths[20]
+    np.testing.assert_array_equal(state.weights.numpy(), np.full(_SIZE, 20.0))
+    assert int(state.step.numpy()) == 20
+    assert manager.latest_checkpoint == paths[20]
+    # The user is told which checkpoint was skipped, why, and where it went.
+    assert messages[0].startswith(f"skipping the damaged checkpoint "
+                                  f"{paths[30]}: ")
+    assert _DAMAGES[kind][2] in messages[0]
+    assert messages[-1].startswith(f"resuming from {paths[20]}, the newest "
+                                   f"intact checkpoint in {model_dir}")
+    # Nothing deleted: the files that were left are renamed aside, intact.
+    aside = _contents(paths[30] + ".corrupt-*")
+    assert not glob.glob(paths[30] + ".index") + glob.glob(paths[30] + _DATA)
+    assert sorted(aside.values()) == sorted(damaged.values())
+    assert [name.split(".corrupt-")[1].split(".", 1)[1] for name in aside] \
+        == [name.split(".", 1)[1] for name in damaged]
+    assert len(messages) == 3  # Skipped, renamed, resuming.
+    assert messages[1].startswith(f"renamed the files of {paths[30]} to "
+                                  f"{paths[30]}.corrupt-")
+    # The state file forgets it: max_to_keep will never delete it.
+    assert _listed(model_dir) == ["ckpt-10", "ckpt-20"]
+    assert tf.train.latest_checkpoint(model_dir) == paths[20]
+
+
+def test_damaged_checkpoint_survives_later_saves(model_dir):
+    """Falling back to ckpt-20 while ckpt-30 is bit-rotted, training saves a
+    new ckpt-30 and goes on past max_to_keep (3): the new ckpt-30 is whole,
+    and the damaged one stays aside, byte for byte, openable to inspect."""
+    paths = _save_steps(model_dir)
+    _flip_middle_bytes(paths[30] + _DATA)
+    damaged = _contents(paths[30] + ".*")
+    state = _State(size=_SIZE)
+    manager = state.manager(model_dir, chief=True, log=lambda message: None)
+    assert manager.restore_or_initialize() == paths[20]
+
+    state.step.assign(30)
+    assert _save(manager, state) == paths[30]
+    assert checkpoints.checkpoint_problem(paths[30]) is None
+    for step in (40, 50, 60):
+        state.step.assign(step)
+        _save(manager, state)
+    assert _listed(model_dir) == ["ckpt-40", "ckpt-50", "ckpt-60"]
+    aside = _contents(paths[30] + ".corrupt-*")
+    assert sorted(aside.values()) == sorted(damaged.values())
+    prefix = os.path.join(model_dir, min(aside).rsplit(".", 1)[0])
+    reader = tf.train.load_checkpoint(prefix)
+    assert reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE") == 30
+
+
+@pytest.mark.parametrize("chief_first", [True, False],
+                         ids=["chief_first", "worker_first"])
+def test_chief_and_non_chief_skip_to_the_same_checkpoint(model_dir,
+                                                         chief_first):
+    paths = _save_steps(model_dir)
+    _truncate(paths[30] + _DATA)
+    chief_state, worker_state = _State(size=_SIZE), _State(size=_SIZE)
+    chief = chief_state.manager(model_dir, chief=True, log=lambda m: None)
+    worker = worker_state.manager(model_dir, chief=False, log=lambda m: None)
+    if chief_first:
+        assert chief.restore_or_initialize() == paths[20]
+        assert worker.restore_or_initialize() == paths[20]
+    else:
+        assert worker.restore_or_initialize() == paths[20]
+        # A non-chief worker only reads model_dir.
+        assert os.path.exists(paths[30] + _DATA)
+        assert _listed(model_dir) == ["ckpt-10", "ckpt-20", "ckpt-30"]
+        assert chief.restore_or_initialize() == paths[20]
+    for state in (chief_state, worker_state):
+        assert int(state.step.numpy()) == 20
+
+
+def test_no_intact_checkpoint_starts_from_scratch(model_dir):
+    paths = _save_steps(model_dir)
+    for path in paths.values():
+        _flip_middle_bytes(path + _DATA)
+    state, messages = _State(size=_SIZE), []
+    manager = state.manager(model_dir, chief=True, log=messages.append)
+    assert manager.restore_or_initialize() is None
+    np.testing.assert_array_equal(state.weights.numpy(),
+                                  np.arange(1.0, _SIZE + 1))
+    assert int(state.step.numpy()) == 0
+    assert "no intact checkpoint" in messages[-1]
+    assert len(glob.glob(os.path.join(model_dir, "*.corrupt-*.index"))) == 3
+    assert tf.train.latest_checkpoint(model_dir) is None
+    state.step.assign(5)
+    _save(manager, state)
+    assert _listed(model_dir) == ["ckpt-5"]
+
+
+def test_restoring_twice_warns_once(model_dir):
+    """train_lib calls restore_or_initialize, then orbit's Controller."""
+    paths = _save_steps(model_dir)
+    _truncate(paths[30] + ".index")
+    state, messages = _State(size=_SIZE), []
+    manager = state.manager(model_dir, chief=True, log=messages.append)
+    assert manager.restore_or_initialize() == paths[20]
+    count = len(messages)
+    state.weights.assign(np.zeros(_SIZE, np.float32))
+    assert manager.restore_or_initialize() == paths[20]
+    assert len(messages) == count
+    np.testing.assert_array_equal(state.weights.numpy(), np.full(_SIZE, 20.0))
+
+
+def test_intact_latest_checkpoint_is_restored_without_a_word(model_dir):
+    paths = _save_steps(model_dir)
+    before = _listing(model_dir)
+    messages = []
+    manager = _State(size=_SIZE).manager(model_dir, chief=True,
+                                         log=messages.append)
+    assert manager.restore_or_initialize() == paths[30]
+    assert messages == []
+    assert _listing(model_dir) == before
+
+
+def test_default_log_warns_through_absl_and_on_stderr(model_dir, capsys,
+                                                      caplog):
+    paths = _save_steps(model_dir)
+    _truncate(paths[30] + _DATA)
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        manager = _State(size=_SIZE).manager(model_dir, chief=True)
+        assert manager.restore_or_initialize() == paths[20]
+    stderr = capsys.readouterr().err
+    assert (f"tf-lbsgd: warning: skipping the damaged checkpoint {paths[30]}"
+            in stderr)
+    assert any(record.levelno == logging.WARNING
+               and f"skipping the damaged checkpoint {paths[30]}"
+               in record.getMessage() for record in caplog.records)
+
+
+# ---------------------------------------------------------------------------
+# A checkpoint of a different model: a ValueError that says so.
+
+def _keras_checkpoint(model):
+    """A checkpoint as train_lib builds it: model, built optimizer, step."""
+    optimizer = optimizers.build_optimizer(0.1)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, name="global_step")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                     global_step=step)
+    return checkpoint, step
+
+
+def _save_model(model_dir, model):
+    checkpoint, step = _keras_checkpoint(model)
+    step.assign(10)
+    return checkpoints.checkpoint_manager(checkpoint, model_dir, step,
+                                          10).save(checkpoint_number=10)
+
+
+def _restore_model(model_dir, model):
+    checkpoint, step = _keras_checkpoint(model)
+    return checkpoints.checkpoint_manager(
+        checkpoint, model_dir, step, 10).restore_or_initialize()
+
+
+def _dense(layers):
+    return keras.Sequential([keras.Input((4,))]
+                            + [keras.layers.Dense(4) for _ in range(layers)])
+
+
+def _resnet8(width):
+    return resnet_cifar(input_shape=(8, 8, 1), num_classes=10, depth=8,
+                        width=width)
+
+
+def test_same_keras_model_restores(model_dir):
+    path = _save_model(model_dir, _resnet8(width=16))
+    assert _restore_model(model_dir, _resnet8(width=16)) == path
+
+
+def test_checkpoint_of_a_wider_resnet_names_a_variable_and_its_shapes(
+        model_dir):
+    path = _save_model(model_dir, _resnet8(width=32))
+    with pytest.raises(ValueError) as raised:
+        _restore_model(model_dir, _resnet8(width=16))
+    message = str(raised.value)
+    assert message.startswith(f"the checkpoint {path} in {model_dir} was "
+                              f"written by a different model")
+    assert "(64,)" in message and "(32,)" in message
+    assert "s2b1_bn1/moving_mean" in message
+    assert "operative_config.gin" in message
+
+
+def test_model_with_variables_missing_from_the_checkpoint(model_dir):
+    """Same shapes, one more layer: restore alone would leave it fresh."""
+    _save_model(model_dir, _dense(layers=2))
+    with pytest.raises(ValueError, match=r"written by a different model.*"
+                       r"variable\(s\) of this run have no value in it, "
+                       r"e\.g\. \S*dense\S*/(kernel|bias)"):
+        _restore_model(model_dir, _dense(layers=3))
+
+
+def test_checkpoint_with_variables_the_model_lacks(model_dir):
+    _save_model(model_dir, _dense(layers=2))
+    with pytest.raises(ValueError, match=r"written by a different model.*"
+                       r"values that no variable of this run takes, e\.g\. "
+                       r"\S+/\.ATTRIBUTES/VARIABLE_VALUE"):
+        _restore_model(model_dir, _dense(layers=1))
+
+
+def test_variable_of_another_dtype(model_dir):
+    path = tf.train.Checkpoint(step=tf.Variable(3, dtype=tf.int64)).save(
+        os.path.join(model_dir, "ckpt"))
+    with pytest.raises(ValueError, match=r"written by a different model.*"
+                       r"expected dtype float does not equal original dtype "
+                       r"int64"):
+        checkpoints.restore_same_model(
+            tf.train.Checkpoint(step=tf.Variable(0.0)), path, model_dir)
