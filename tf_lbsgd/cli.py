@@ -14,6 +14,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tf_lbsgd import exits  # Without TensorFlow: usable while it loads.
+
 DEFAULT_GIN_FILE = "experiments/fashion_mnist_default.gin"
 
 _GIN_FILE = flags.DEFINE_multi_string(
@@ -59,11 +61,17 @@ def main(argv):
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
     try:
         metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
-    except preemption.Preempted as e:
-        print(f"tf-lbsgd: preempted at step {e.step}: checkpoint saved in "
-              f"{_MODEL_DIR.value}; "
-              f"re-run the same command to resume", file=sys.stderr)
-        return preemption.PREEMPTED_EXIT_CODE
+    except preemption.Preempted as e:  # SIGTERM or Ctrl-C, on any worker.
+        if _MODE.value == "eval":
+            outcome = "evaluation abandoned; re-run the same command to evaluate"
+        else:
+            outcome = (f"checkpoint saved in {_MODEL_DIR.value}; re-run the "
+                       f"same command to resume")
+        # Not str(e): gin appends the configurable's name to it.
+        print(f"tf-lbsgd: {e.verb} at step {e.step}: {outcome}",
+              file=sys.stderr)
+        # Saved and said: exit without the teardown, which can hang.
+        exits.exit_now(e.exit_code)
     except FloatingPointError as e:  # The last good checkpoint is kept.
         print(f"tf-lbsgd: diverged: {e}", file=sys.stderr)
         return trainer.DIVERGED_EXIT_CODE
@@ -77,7 +85,17 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    # Until training installs its watcher (preemption.PreemptionWatcher,
+    # which saves at the next safe point), SIGTERM and Ctrl-C stop at once
+    # with one line: nothing is saved yet.
+    exits.stop_on_signals()
+    try:
+        app.run(main)
+    except exits.Stopped as stop:
+        print(f"tf-lbsgd: {exits.stop_verb(stop.signal_name)} before "
+              f"training started: nothing saved; re-run the same command to "
+              f"start", file=sys.stderr)
+        exits.exit_now(stop.exit_code)
 
 
 if __name__ == "__main__":

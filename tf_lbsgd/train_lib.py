@@ -148,12 +148,18 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
     return metrics
 
 
-def _train(controller, run, stops, eval_each):
-    """Trains to each stop, evaluating there if asked.
+def _train(controller, run, stops, eval_each, eval_first=False):
+    """Trains to each stop, evaluating there if asked (and first if
+    `eval_first`: the evaluation of the current step that a stop abandoned).
 
-    On preemption the checkpoint of the current step is saved (on every
-    worker) before `preemption.Preempted` propagates.
+    A stop (`preemption.Preempted`: SIGTERM or Ctrl-C on any worker) is
+    raised after a training loop, and the checkpoint of the current step is
+    saved on every worker before it propagates; or between evaluation
+    batches, where that checkpoint is saved already (just before the
+    evaluation, or restored from).
     """
+    if eval_first:
+        controller.evaluate(steps=-1)
     for stop in stops:
         if stop <= int(run.global_step.numpy()):
             continue
@@ -244,10 +250,12 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     earlier = outputs.read_metrics(model_dir).get("eval", {})
     evaluator = Evaluator(strategy, run_.model, eval_ds,
                           history=earlier.get("top1_error_history"))
+    # SIGTERM and Ctrl-C stop the run after a training loop or between two
+    # evaluation batches.
+    watcher = preemption.PreemptionWatcher(strategy, run_.global_step)
+    evaluator.before_step = watcher.check_between_eval_batches
     actions = [ProgressReporter(run_.global_step, run_.total_steps,
-                                run_.steps_per_epoch)]
-    if mode != "eval":  # SIGTERM is only caught where a loop checks for it.
-        actions.append(preemption.PreemptionWatcher(strategy, run_.global_step))
+                                run_.steps_per_epoch), watcher]
     controller = orbit.Controller(
         global_step=run_.global_step, trainer=trainer, evaluator=evaluator,
         strategy=strategy, steps_per_loop=steps_per_loop,
@@ -273,14 +281,23 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
             stops = _eval_boundaries(start_step, run_.total_steps,
                                      eval_every_epochs, run_.steps_per_epoch,
                                      eval_at_epochs)
-            _train(controller, run_, stops, mode == "train_and_eval")
+            abandoned = outputs.read_metrics(model_dir).get(
+                preemption.ABANDONED_EVAL_KEY)
+            _train(controller, run_, stops, mode == "train_and_eval",
+                   eval_first=(mode == "train_and_eval"
+                               and abandoned == start_step))
         if mode == "eval" or (mode == "train_and_eval"
                               and evaluator.last_output is None):
             controller.evaluate(steps=-1)
-    except preemption.Preempted:
-        finish()  # Keep the evaluations made so far in metrics.json.
+    except preemption.Preempted as stop:
+        metrics = finish()  # The evaluations completed so far, none partial.
+        if chief and stop.during_eval and mode == "train_and_eval":
+            outputs.write_metrics(model_dir, dict(
+                metrics, **{preemption.ABANDONED_EVAL_KEY: stop.step}))
+        # The CLI then exits without the interpreter's teardown.
+        controller.summary_manager.flush()
+        controller.eval_summary_manager.flush()
         raise
     finally:
-        for action in actions[1:]:
-            action.close()
+        watcher.close()
     return finish()

@@ -238,7 +238,14 @@ class Evaluator(orbit.StandardEvaluator):
                       top5=top_k_correct(labels, logits, 5, weights),
                       examples=tf.reduce_sum(weights))
 
+    # Called before every batch if set; it may raise to abandon the
+    # evaluation (train_lib: `preemption.PreemptionWatcher`), which then
+    # reports nothing.
+    before_step = None
+
     def eval_step(self, iterator):
+        if self.before_step is not None:
+            self.before_step()  # pylint: disable=not-callable
         self.strategy.run(self._compiled_step, args=next(iterator))
 
     def eval_end(self):
