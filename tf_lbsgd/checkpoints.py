@@ -173,12 +173,14 @@ def set_aside(path, stamp=None):
 def _different_model_detail(error):
     """What TF's restore error says about the mismatch, in one line."""
     text = str(error)
-    unbound = re.findall(r"<Variable path=([^,]+), shape=(\([^)]*\))", text)
-    if unbound:  # assert_existing_objects_matched
+    unbound = sorted(set(re.findall(
+        r"<Variable path=([^,]+), shape=(\([^)]*\))", text)))
+    if unbound:  # assert_existing_objects_matched, in no set order.
         count = re.search(r"Found (\d+) Python objects", text)
+        examples = ", ".join(f"{name} of shape {shape}"
+                             for name, shape in unbound[:3])
         return (f"{count.group(1) if count else len(unbound)} variable(s) of "
-                f"this run have no value in it, e.g. {unbound[0][0]} of shape "
-                f"{unbound[0][1]}")
+                f"this run have no value in it, e.g. {examples}")
     key = re.search(r'checkpoint_key: "([^"]+)"', text)
     if key:  # assert_consumed
         return (f"it has values that no variable of this run takes, e.g. "
