@@ -3,6 +3,7 @@ reached at the next safe point (after a training loop, or between evaluation
 batches, abandoning the evaluation), say so in one line and exit at once; a
 second Ctrl-C quits without saving; the re-run resumes."""
 
+import contextlib
 import glob
 import io
 import json
@@ -63,6 +64,22 @@ def _step_variable(strategy, value):
     return step
 
 
+@contextlib.contextmanager
+def _watching(kind="default", step=0, **kwargs):
+    """A PreemptionWatcher of a `kind` strategy at `step`, closed after."""
+    strategy = _strategy(kind)
+    watcher = preemption.PreemptionWatcher(
+        strategy, _step_variable(strategy, step), **kwargs)
+    try:
+        yield watcher
+    finally:
+        watcher.close()
+
+
+def _fields(error):
+    return (error.step, error.verb, error.exit_code, error.during_eval)
+
+
 def test_exit_codes():
     assert preemption.PREEMPTED_EXIT_CODE == exits.PREEMPTED_EXIT_CODE == 75
     assert preemption.INTERRUPTED_EXIT_CODE == 130  # 128 + SIGINT.
@@ -72,10 +89,7 @@ def test_exit_codes():
 
 @pytest.mark.parametrize("kind", ["default", "mirrored_2"])
 def test_sigterm_raises_preempted_at_the_current_step(kind, custom_sigterm):
-    strategy = _strategy(kind)
-    step = _step_variable(strategy, 37)
-    watcher = preemption.PreemptionWatcher(strategy, step)
-    try:
+    with _watching(kind, step=37) as watcher:
         assert signal.getsignal(signal.SIGTERM) != custom_sigterm
         assert watcher.received is None
         os.kill(os.getpid(), signal.SIGTERM)
@@ -83,40 +97,30 @@ def test_sigterm_raises_preempted_at_the_current_step(kind, custom_sigterm):
         assert watcher.received == "SIGTERM"
         assert custom_sigterm.seen == []  # The watcher's handler took it.
         assert watcher.requested() is True
-        step.assign(42)  # The step reported is the one at the check.
+        watcher.global_step.assign(42)  # The step at the check is reported.
         with pytest.raises(preemption.Preempted) as error:
             watcher({"train/loss": 1.0})
-        assert error.value.step == 42
+        assert _fields(error.value) == (42, "preempted", 75, False)
         assert isinstance(error.value.step, int)
         assert "preempted at step 42" in str(error.value)
         # The flag stays raised: every later check stops too.
         assert watcher.requested() is True
-    finally:
-        watcher.close()
 
 
 @pytest.mark.parametrize("kind", ["default", "mirrored_2"])
 def test_without_a_signal_nothing_is_requested(kind, custom_sigterm):
-    strategy = _strategy(kind)
-    step = _step_variable(strategy, 5)
-    watcher = preemption.PreemptionWatcher(strategy, step)
-    try:
+    with _watching(kind, step=5) as watcher:
         assert watcher.requested() is False
         assert watcher({"train/loss": 1.0}) is None
         assert watcher({}) is None
+        for _ in range(3):  # In one process: no collective, nothing raised.
+            assert watcher.check_between_eval_batches() is None
         assert watcher.received is None
-    finally:
-        watcher.close()
 
 
 def test_close_restores_the_previous_handler(custom_sigterm):
-    strategy = tf.distribute.get_strategy()
-    watcher = preemption.PreemptionWatcher(strategy, _step_variable(strategy, 0))
-    try:
-        installed = signal.getsignal(signal.SIGTERM)
-        assert installed != custom_sigterm
-    finally:
-        watcher.close()
+    with _watching() as watcher:
+        assert signal.getsignal(signal.SIGTERM) != custom_sigterm
     assert signal.getsignal(signal.SIGTERM) is custom_sigterm
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.set_wakeup_fd(-1) == -1  # The watcher's fd is gone too.
@@ -131,10 +135,7 @@ def test_close_restores_the_previous_handler(custom_sigterm):
 
 def test_watcher_of_other_signals_leaves_sigterm_alone(custom_sigterm):
     previous_usr1 = signal.getsignal(signal.SIGUSR1)
-    strategy = tf.distribute.get_strategy()
-    watcher = preemption.PreemptionWatcher(
-        strategy, _step_variable(strategy, 3), signals=(signal.SIGUSR1,))
-    try:
+    with _watching(step=3, signals=(signal.SIGUSR1,)) as watcher:
         assert signal.getsignal(signal.SIGTERM) is custom_sigterm
         os.kill(os.getpid(), signal.SIGUSR1)
         assert _wait_for(lambda: watcher.received is not None)
@@ -142,17 +143,12 @@ def test_watcher_of_other_signals_leaves_sigterm_alone(custom_sigterm):
         with pytest.raises(preemption.Preempted) as error:
             watcher({})
         assert error.value.step == 3
-    finally:
-        watcher.close()
     assert signal.getsignal(signal.SIGUSR1) == previous_usr1
 
 
 def test_ctrl_c_is_acknowledged_and_stops_with_130(custom_sigterm):
-    strategy = tf.distribute.get_strategy()
-    step = _step_variable(strategy, 12)
     stream = io.StringIO()
-    watcher = preemption.PreemptionWatcher(strategy, step, stream=stream)
-    try:
+    with _watching(step=12, stream=stream) as watcher:
         os.kill(os.getpid(), signal.SIGINT)  # No KeyboardInterrupt in pytest.
         assert _wait_for(lambda: "Ctrl-C again" in stream.getvalue())
         assert watcher.received == "SIGINT"
@@ -161,33 +157,23 @@ def test_ctrl_c_is_acknowledged_and_stops_with_130(custom_sigterm):
             "checkpoint (press Ctrl-C again to quit at once without saving)\n")
         with pytest.raises(preemption.Preempted) as error:
             watcher({})
-        assert (error.value.step, error.value.verb, error.value.exit_code,
-                error.value.during_eval) == (12, "interrupted", 130, False)
+        assert _fields(error.value) == (12, "interrupted", 130, False)
         # A SIGTERM after it changes nothing (it is no second Ctrl-C).
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.2)
         assert watcher.received == "SIGINT"
         assert custom_sigterm.seen == []
-    finally:
-        watcher.close()
 
 
 @pytest.mark.parametrize("kind", ["default", "mirrored_2"])
 def test_evaluation_is_abandoned_between_batches(kind, custom_sigterm):
-    strategy = _strategy(kind)
-    step = _step_variable(strategy, 8)
-    watcher = preemption.PreemptionWatcher(strategy, step)
-    try:
-        for _ in range(3):  # In one process: no collective, nothing raised.
-            assert watcher.check_between_eval_batches() is None
+    with _watching(kind, step=8) as watcher:
+        assert watcher.check_between_eval_batches() is None
         os.kill(os.getpid(), signal.SIGTERM)
         assert _wait_for(lambda: watcher.received is not None)
         with pytest.raises(preemption.Preempted) as error:
             watcher.check_between_eval_batches()
-        assert (error.value.step, error.value.verb, error.value.exit_code,
-                error.value.during_eval) == (8, "preempted", 75, True)
-    finally:
-        watcher.close()
+        assert _fields(error.value) == (8, "preempted", 75, True)
 
 
 # --- the process: prompt signals and a prompt exit ----------------------
@@ -477,3 +463,51 @@ def test_cli_stopped_while_starting_says_so_in_one_line(tmp_path, signum):
     assert "Traceback" not in stderr
     assert out.text() == ""
 
+
+
+def test_two_workers_abandon_an_evaluation_together(tmp_path):
+    # SIGTERM to one of two worker processes during an evaluation: both
+    # leave it at the same batch (a collective decision) and exit 75. A
+    # worker left alone in the evaluation would wait forever for its peer in
+    # the all-reduce of the evaluation's sums.
+    model_dir = str(tmp_path / "model")
+    command = [sys.executable, os.path.join(REPO_ROOT, "tools",
+                                            "launch_local.py"),
+               "--workers", "2", "--", sys.executable, "-m", "tf_lbsgd",
+               f"--model_dir={model_dir}", "--mode=train_and_eval",
+               "--gin_file=experiments/fashion_mnist_default",
+               "--gin_file=distribute/multi_worker_ring"]
+    command += [f"--gin_bindings={b}" for b in BINDINGS[1:] + [
+        "train_lib.run.per_replica_batch_size = 64",  # 79 batches.
+        "train_lib.run.epochs = 0.0043",  # 2 steps, then the evaluation.
+        "train_lib.run.eval_every_epochs = 0"]]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=REPO_ROOT)
+    out = _Lines(proc.stdout)
+    try:
+        assert out.wait_for(r"\[worker 1\]  eval \| step: +2 \| running",
+                            proc, 300), out.text()[-3000:]
+        time.sleep(0.3)
+        pid = int(out.wait_for(r"started worker 1 \(pid (\d+)\)", proc,
+                               1).group(1))
+        os.kill(pid, signal.SIGTERM)
+        sent = time.monotonic()
+        proc.wait(timeout=120)
+        seconds = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = out.text()
+    assert proc.returncode == exits.PREEMPTED_EXIT_CODE, output[-3000:]
+    for worker in (0, 1):
+        assert (f"[worker {worker}] tf-lbsgd: preempted at step 2: "
+                f"checkpoint saved in {model_dir}") in output
+        assert f"worker {worker} was preempted" in output
+    assert "eval time" not in output and "Traceback" not in output
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
+    assert _metrics(model_dir)[preemption.ABANDONED_EVAL_KEY] == 2
+    assert seconds < 30  # Measured: 0.5 s (at most 10 batches, the exit).
