@@ -15,11 +15,14 @@ The safe points:
   global step. A signal that arrives during a loop waits for its end (the
   first loop includes the trace and compilation);
 - between two batches of an evaluation: the evaluation is abandoned (its
-  partial sums are never reported) and redone by the re-run. In one process
-  the flag is read directly; across processes (`MultiWorkerMirroredStrategy`
-  with several workers) the decision is the same all-reduce, made every
-  `MULTI_WORKER_EVAL_CHECK_EVERY` batches, since a worker that left the
-  evaluation alone would leave the others waiting in its collectives.
+  partial sums are never reported; the checkpoint of its step was saved
+  before it) and the re-run does it first (`ABANDONED_EVAL_KEY`). In one
+  process the flag is read directly; across processes
+  (`MultiWorkerMirroredStrategy` with several workers) the decision is the
+  same all-reduce, made every `MULTI_WORKER_EVAL_CHECK_EVERY` batches: a
+  worker that left the evaluation alone would leave the others in a
+  collective it never joins (tried: the other worker failed in the
+  all-reduce of the evaluation's sums).
 
 Python runs signal handlers only in the main thread and only between
 TensorFlow calls, so a compilation or a loop would delay them. The watcher
@@ -54,6 +57,7 @@ MULTI_WORKER_EVAL_CHECK_EVERY = 10
 ABANDONED_EVAL_KEY = "abandoned_eval_step"
 
 _SIGINT = exits.SIGINT_NAME
+
 
 class Preempted(Exception):
     """Raised on every worker when any worker was asked to stop.
@@ -110,11 +114,11 @@ class PreemptionWatcher:
         strategy: the run's strategy (the flag is summed over its replicas).
         global_step: the step variable, reported in `Preempted`.
         signals: the signals that mean "save and stop".
-        stream: where the Ctrl-C messages go.
+        stream: where the Ctrl-C messages go (default: sys.stderr).
     """
 
     def __init__(self, strategy, global_step,
-                 signals=(signal.SIGTERM, signal.SIGINT), stream=sys.stderr):
+                 signals=(signal.SIGTERM, signal.SIGINT), stream=None):
         self.strategy = strategy
         self.global_step = global_step
         self.stream = stream
@@ -154,7 +158,8 @@ class PreemptionWatcher:
             exits.exit_now(INTERRUPTED_EXIT_CODE)
 
     def _say(self, message):
-        print(f"tf-lbsgd: {message}", file=self.stream, flush=True)
+        print(f"tf-lbsgd: {message}", file=self.stream or sys.stderr,
+              flush=True)
 
     def _sum_over_replicas(self, flag):
         per_replica = self.strategy.run(tf.identity, args=(flag,))
