@@ -248,3 +248,37 @@ def test_runs_starting_together_one_wins(tmp_path, model_dir, stale):
             assert line.startswith(f"refused {model_dir} is in use by another "
                                    f"run: pid {winners[0]} on host"), line
     assert not os.path.exists(_lock_path(model_dir))
+
+
+_OPENER = """\
+import fcntl, sys
+lock_file = open(sys.argv[1])
+fcntl.flock(lock_file, fcntl.LOCK_EX)
+print("flocked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_flock_kept_by_another_process_after_the_holder_died(tmp_path,
+                                                             model_dir):
+    """E.g. a child the holder forked: the lock is not stale, and the
+    message says how to find that process."""
+    pid = _dead_pid()
+    _write_lock(model_dir, _record(pid))
+    script = tmp_path / "opener.py"
+    script.write_text(_OPENER)
+    opener = subprocess.Popen([sys.executable, str(script),
+                               _lock_path(model_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert opener.stdout.readline() == "flocked\n"
+        with pytest.raises(run_lock.ModelDirLocked) as raised:
+            run_lock.acquire(model_dir)
+    finally:
+        opener.communicate("\n", timeout=60)
+    assert str(raised.value).startswith(f"{model_dir} is locked by pid {pid} ")
+    assert (f"that pid is gone, but another process (a child of it?) still "
+            f"holds the lock file open: find it with `fuser "
+            f"{_lock_path(model_dir)}`") in str(raised.value)
+    with run_lock.hold(model_dir, log=lambda message: None):
+        pass  # Once that process is gone, the lock is stale.

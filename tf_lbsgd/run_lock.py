@@ -165,6 +165,7 @@ class RunLock:
 
     @property
     def held(self):
+        """Whether this process still holds the lock."""
         return self._fd is not None
 
     def release(self):
@@ -219,8 +220,46 @@ def _other_host_message(path, holder):
             f"again")
 
 
+def _stale_holder(fd, path, record, last):
+    """The record in the lock file open as `fd`, if its holder is gone.
+
+    Raises:
+        ModelDirLocked: if a live run holds it, or that cannot be told.
+        _Changed: if the file is changing (and `last` is False).
+    """
+    flocked = _flock(fd)
+    if not _same_file(fd, path):  # Released or taken over meanwhile.
+        raise _Changed()
+    text = os.read(fd, 1 << 16).decode(errors="replace")
+    holder = _parse(text)
+    same_host = holder and holder.get("host") == record["host"]
+    # A run writes the file only under its flock, right after creating it
+    # (empty until then), and takes a stale one over under the old file's
+    # flock: look again rather than misjudge those moments.
+    being_written = holder is None and (flocked is not True or not text)
+    taken_over = (flocked is False and same_host
+                  and not _pid_alive(holder["pid"]))
+    if (being_written or taken_over) and not last:
+        raise _Changed()
+    model_dir = os.path.dirname(path)
+    if holder is None:
+        raise ModelDirLocked(_unreadable_message(path, text, flocked))
+    if not same_host:
+        raise ModelDirLocked(_other_host_message(path, holder))
+    if taken_over:  # Still, after all attempts.
+        raise ModelDirLocked(
+            f"{model_dir} is locked by {_describe(holder)}; that pid is gone, "
+            f"but another process (a child of it?) still holds the lock "
+            f"file open: find it with `fuser {path}`, stop it, and try again")
+    if flocked is False or (flocked is None and _pid_alive(holder["pid"])):
+        raise ModelDirLocked(
+            f"{model_dir} is in use by another run: {_describe(holder)}. "
+            f"Wait for it to end or stop it, or use another model_dir")
+    return holder
+
+
 def _take_over_if_stale(path, record, log, last):
-    """Inspects the existing lock file; takes it over if its holder is gone.
+    """Takes over the existing lock file if its holder is gone.
 
     Returns:
         The new `RunLock`.
@@ -233,39 +272,16 @@ def _take_over_if_stale(path, record, log, last):
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:  # Released meanwhile.
         raise _Changed() from None
-    try:
-        flocked = _flock(fd)
-        if not _same_file(fd, path):  # Released or taken over meanwhile.
-            raise _Changed()
-        text = os.read(fd, 1 << 16).decode(errors="replace")
-        holder = _parse(text)
-        same_host = holder and holder.get("host") == record["host"]
-        # A run writes the file only under its flock, right after creating
-        # it (empty until then), and takes a stale one over under the old
-        # file's flock: look again rather than misjudge those moments.
-        being_written = holder is None and (flocked is not True or not text)
-        taken_over = (flocked is False and same_host
-                      and not _pid_alive(holder["pid"]))
-        if (being_written or taken_over) and not last:
-            raise _Changed()
-        if holder is None:
-            raise ModelDirLocked(_unreadable_message(path, text, flocked))
-        if not same_host:
-            raise ModelDirLocked(_other_host_message(path, holder))
-        if flocked is False or (flocked is None
-                                and _pid_alive(holder["pid"])):
-            raise ModelDirLocked(
-                f"{os.path.dirname(path)} is in use by another run: "
-                f"{_describe(holder)}. Wait for it to end or stop it, or use "
-                f"another model_dir")
+    try:  # Replaced while this process holds the old file's flock.
+        holder = _stale_holder(fd, path, record, last)
         new_fd = _replace(path, record)
-        reused = (f" (pid {holder['pid']} now belongs to another process)"
-                  if _pid_alive(holder["pid"]) else "")
-        log(f"took over the stale lock {path} of a run that is gone{reused}: "
-            f"{_describe(holder)}")
-        return RunLock(path, new_fd, record)
     finally:
         os.close(fd)
+    reused = (f" (pid {holder['pid']} now belongs to another process)"
+              if _pid_alive(holder["pid"]) else "")
+    log(f"took over the stale lock {path} of a run that is gone{reused}: "
+        f"{_describe(holder)}")
+    return RunLock(path, new_fd, record)
 
 
 def acquire(model_dir, log=warn):
