@@ -194,6 +194,14 @@ def _slot_name(reference, suffix):
     return f"{base}_{suffix}"
 
 
+def _handle(variable):
+    """The resource handle of a Keras or TF variable (under tf.distribute,
+    in an update call, the copy of the replica being updated)."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return variable.handle
+
+
 @gin.register
 class MomentumSGD(keras.optimizers.Optimizer):
     """SGD with momentum, L2 weight decay and momentum correction.
@@ -368,16 +376,21 @@ class MomentumSGD(keras.optimizers.Optimizer):
         return gradient + decay * variable
 
     def _unscaled_update(self, gradient, variable, lr, index):
-        """``u <- m*u + g``; ``w <- w - eta*u`` (Nesterov ``eta*(g + m*u)``)."""
+        """``u <- m*u + g``; ``w <- w - eta*u`` (Nesterov ``eta*(g + m*u)``).
+
+        One fused kernel (`ResourceApplyMomentum`), not a chain of ops:
+        written as ops, ``m*u + (g + lambda*w)`` is a sum of three terms that
+        grappler's arithmetic optimiser re-associates, and it did so
+        differently for different replicas of a MirroredStrategy, whose
+        copies of the decayed weights then drifted apart (~1e-8 in 10 steps)
+        although every replica applied the same summed gradient. The kernel
+        fixes the order of the arithmetic on every replica.
+        """
         velocity = self._velocities[index]
-        m = ops.cast(self.momentum, variable.dtype)
-        new_velocity = m * velocity + gradient
-        self.assign(velocity, new_velocity)
-        if self.nesterov:
-            step = gradient + m * new_velocity
-        else:
-            step = new_velocity
-        self.assign_sub(variable, lr * step)
+        tf.raw_ops.ResourceApplyMomentum(
+            var=_handle(variable), accum=_handle(velocity), lr=lr,
+            grad=gradient, momentum=ops.cast(self.momentum, variable.dtype),
+            use_nesterov=self.nesterov)
 
     def _scaled_update(self, gradient, variable, lr, index):
         """``v <- m*c*v + eta*g``; ``w <- w - v`` (Nesterov ``m*v + eta*g``)."""

@@ -7,6 +7,9 @@ import gin
 import tensorflow as tf
 
 OPERATIVE_CONFIG = "operative_config.gin"
+# What `--mode=eval` ran with: kept apart, so that the config the checkpoints
+# were trained with is never overwritten by an evaluation's.
+EVAL_OPERATIVE_CONFIG = "operative_config_eval.gin"
 METRICS = "metrics.json"
 
 
@@ -18,10 +21,12 @@ def _atomic_write(path, text):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def write_operative_config(model_dir, summary_dir, step):
-    """Saves gin's operative config to model_dir and as TensorBoard text."""
+def write_operative_config(model_dir, summary_dir, step,
+                           name=OPERATIVE_CONFIG):
+    """Saves gin's operative config to model_dir/`name` and as TensorBoard
+    text in `summary_dir`."""
     config = gin.operative_config_str()
-    _atomic_write(os.path.join(model_dir, OPERATIVE_CONFIG), config)
+    _atomic_write(os.path.join(model_dir, name), config)
     writer = tf.summary.create_file_writer(summary_dir)
     with writer.as_default():
         markdown = "\n".join("    " + line for line in config.splitlines())

@@ -21,6 +21,7 @@ from tf_lbsgd import precision as precision_lib
 from tf_lbsgd import preemption
 from tf_lbsgd import schedules
 from tf_lbsgd.data import source
+from tf_lbsgd.models import layers
 from tf_lbsgd.progress import ProgressReporter
 from tf_lbsgd.trainer import Evaluator
 from tf_lbsgd.trainer import Trainer
@@ -142,6 +143,7 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
             "examples": result["eval/examples"],
             "median5_top1_error": result["eval/median5_top1_error"],
             "top1_error_history": evaluator.history,
+            "evaluated_steps": evaluator.steps,
         }
     elif earlier:  # No evaluation now: keep the last one (and its history).
         metrics["eval"] = earlier
@@ -241,15 +243,19 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
             f"--mode=eval needs a checkpoint, but {model_dir} has none; train "
             f"first with --mode=train or train_and_eval")
     train_ds, eval_ds = _datasets(run_, n, seed, start_step)
+    statistics = layers.ReplicaStatistics(run_.model)
     trainer = Trainer(
         strategy, run_.model, run_.optimizer, train_ds, global_batch,
         run_.global_step, extra_outputs=lambda: {
             "data/skipped_images": source.num_skipped_images(run_.data)},
         gradient_allreduce=allreduce.GradientAllReduce(),
-        skipped_steps=run_.skipped_steps, jit_compile=jit_compile)
+        skipped_steps=run_.skipped_steps, jit_compile=jit_compile,
+        replica_statistics=statistics)
     earlier = outputs.read_metrics(model_dir).get("eval", {})
-    evaluator = Evaluator(strategy, run_.model, eval_ds,
-                          history=earlier.get("top1_error_history"))
+    evaluator = Evaluator(strategy, run_.model, eval_ds, run_.global_step,
+                          history=earlier.get("top1_error_history"),
+                          steps=earlier.get("evaluated_steps"),
+                          replica_statistics=statistics)
     # SIGTERM and Ctrl-C stop the run after a training loop or between two
     # evaluation batches.
     watcher = preemption.PreemptionWatcher(strategy, run_.global_step)
@@ -263,7 +269,11 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         summary_dir=os.path.join(model_dir, "train") if chief else None,
         eval_summary_dir=os.path.join(model_dir, "eval") if chief else None,
         train_actions=actions)
-    if chief:
+    if chief and mode == "eval":
+        outputs.write_operative_config(
+            model_dir, os.path.join(model_dir, "eval"), start_step,
+            name=outputs.EVAL_OPERATIVE_CONFIG)
+    elif chief:
         outputs.write_operative_config(model_dir,
                                        os.path.join(model_dir, "train"),
                                        start_step)

@@ -94,6 +94,8 @@ class Trainer(orbit.StandardTrainer):
         jit_compile: compile each replica's forward and backward with XLA
             (the model's `WorkerBatchNorm` layers then use unfused ops,
             which XLA fuses better: `layers.set_fused`).
+        replica_statistics: the model's `layers.ReplicaStatistics`, synced
+            before each loop (shared with the `Evaluator`); None for none.
 
     Raises:
         ValueError: if the optimizer would all-reduce the gradients again.
@@ -102,7 +104,7 @@ class Trainer(orbit.StandardTrainer):
     def __init__(self, strategy, model, optimizer, train_dataset,
                  global_batch_size, global_step, extra_outputs=None,
                  gradient_allreduce=None, skipped_steps=None,
-                 jit_compile=False):
+                 jit_compile=False, replica_statistics=None):
         inner = getattr(optimizer, "inner_optimizer", optimizer)
         if getattr(inner, "aggregate_gradients", True):
             raise ValueError(
@@ -131,9 +133,13 @@ class Trainer(orbit.StandardTrainer):
                 skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                             name="skipped_steps")
         self.skipped_steps = skipped_steps
+        self.replica_statistics = replica_statistics
         self._loop_start = None
 
     def train_loop_begin(self):
+        if self.replica_statistics is not None:
+            self.replica_statistics.sync()
+            self.replica_statistics.trained()  # By the loop that follows.
         self.sums.reset()
         self._loop_start = time.time()
 
@@ -207,12 +213,17 @@ class Evaluator(orbit.StandardEvaluator):
 
     The evaluation dataset yields (images, labels, weights) with weight 0 on
     the padding that fills the last global batch, so every example counts
-    exactly once however many replicas share the work. `history` keeps every
-    evaluation's top-1 error (seed it with an earlier run's to resume) for
-    the paper's median-of-final-5 statistic.
+    exactly once however many replicas share the work. `history` keeps the
+    top-1 error of each evaluated step, once per step (`steps` says which),
+    for the paper's median-of-final-5 statistic; seed both with an earlier
+    run's to resume. Evaluating a step already in the history (a finished run
+    re-run, `--mode=eval`) reports the result but records nothing new.
+    With `replica_statistics` (the Trainer's), every replica evaluates with
+    the BN moving statistics that a checkpoint of this step saves.
     """
 
-    def __init__(self, strategy, model, eval_dataset, history=None):
+    def __init__(self, strategy, model, eval_dataset, global_step,
+                 history=None, steps=None, replica_statistics=None):
         # orbit would wrap eval_step in a tf.function taking the iterator,
         # and each evaluation's new iterator costs a slow retrace (measured:
         # 7 s for the first pass over 10k images, 21 s for every later one).
@@ -222,12 +233,23 @@ class Evaluator(orbit.StandardEvaluator):
         self.strategy = strategy
         self.model = model
         self._compiled_step = tf.function(self._replica_step)
+        self.global_step = global_step
+        self.replica_statistics = replica_statistics
         self.history = list(history or [])
+        # An earlier run's record without steps (older metrics.json): its
+        # evaluations cannot be matched to steps and are kept as they are.
+        self.steps = list(steps or [None] * len(self.history))
+        if len(self.steps) != len(self.history):
+            raise ValueError(
+                f"{len(self.history)} evaluations in the history but "
+                f"{len(self.steps)} evaluated steps")
         self.last_output = None
         with strategy.scope():
             self.sums = _Accumulators(["loss", "top1", "top5", "examples"])
 
     def eval_begin(self):
+        if self.replica_statistics is not None:  # Score the saved model.
+            self.replica_statistics.sync()
         self.sums.reset()
 
     def _replica_step(self, images, labels, weights):
@@ -252,7 +274,10 @@ class Evaluator(orbit.StandardEvaluator):
         sums = self.sums.read()
         count = max(sums["examples"], 1.0)
         top1_error = 1.0 - sums["top1"] / count
-        self.history.append(top1_error)
+        step = int(self.global_step.numpy())
+        if step not in self.steps:  # One record per checkpoint step.
+            self.history.append(top1_error)
+            self.steps.append(step)
         self.last_output = {
             "eval/loss": sums["loss"] / count,
             "eval/top1_error": top1_error,

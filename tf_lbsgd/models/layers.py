@@ -150,3 +150,53 @@ def set_fused(model, fused):
     for layer in layers:
         layer.fused = fused
     return len(layers)
+
+
+class ReplicaStatistics:
+    """Keeps the replicas' BN moving statistics one model between loops.
+
+    Each replica updates its own copy of a `WorkerBatchNorm`'s moving mean
+    and variance from its own n examples (R9), and a checkpoint saves their
+    average (SyncOnRead, MEAN). `sync()`, called before each training loop
+    and each evaluation, replaces every copy by that average, computed as
+    the checkpoint computes it, unless the copies are alike already (a fresh
+    or just restored model, or no training since the last sync). So:
+
+    - an evaluation scores exactly the model a checkpoint of this step holds
+      (and `--mode=eval` scores), not k per-replica variants of it;
+    - a run resumed from any loop boundary continues with the same moving
+      statistics as the uninterrupted run, bit for bit.
+
+    Training is unchanged: the moving statistics are only used for
+    inference. Every worker must call `sync()` at the same points (reading
+    the average is a collective across workers).
+
+    Args:
+        model: a Keras model, built under the strategy's scope.
+    """
+
+    def __init__(self, model):
+        self._variables = [
+            statistic.value  # The distributed variable under Keras' wrapper.
+            for layer in model._flatten_layers()  # pylint: disable=protected-access
+            if isinstance(layer, WorkerBatchNorm)
+            for statistic in (layer.moving_mean, layer.moving_variance)]
+        self._alike = True  # A fresh or restored model: every copy alike.
+
+    def trained(self):
+        """Notes that training has updated the copies apart."""
+        self._alike = False
+
+    def sync(self):
+        """Gives every copy the average a checkpoint saves (if they differ).
+
+        Returns:
+            Whether the copies were synchronised now.
+        """
+        if self._alike:
+            return False
+        for variable in self._variables:
+            variable.assign(variable.read_value())
+        self._alike = True
+        return True
+
