@@ -1,6 +1,7 @@
 """Strategy construction, TF_CONFIG checks and batch-size validation."""
 
 import json
+import re
 
 import pytest
 import tensorflow as tf
@@ -26,6 +27,27 @@ def test_too_many_logical_cpus_after_initialisation():
         distribute.ensure_logical_cpus(64)
 
 
+@pytest.mark.parametrize("num_replicas", [0, -2, "4", 2.0, True])
+def test_num_replicas_must_be_a_positive_int(num_replicas):
+    with pytest.raises(ValueError, match=re.escape(
+            f"distribute.build_strategy.num_replicas must be a positive "
+            f"integer, got {num_replicas!r}")):
+        distribute.build_strategy("mirrored", num_replicas=num_replicas)
+
+
+def test_num_replicas_bounded_by_the_host():
+    distribute.check_num_replicas(None)
+    distribute.check_num_replicas(distribute.MAX_LOGICAL_CPU_REPLICAS)
+    with pytest.raises(ValueError, match="num_replicas = 100000: one host's "
+                                         "CPU runs at most 256 simulated "
+                                         "workers.*bn_group_size"):
+        distribute.build_strategy("mirrored", num_replicas=100000)
+    with pytest.raises(ValueError, match="num_replicas = 3 but this host has "
+                                         "2 GPUs"):
+        distribute.check_num_replicas(3, num_gpus=2)
+    distribute.check_num_replicas(1000, num_gpus=1000)
+
+
 def test_unknown_kind():
     with pytest.raises(ValueError, match="'mirorred'"):
         distribute.build_strategy("mirorred")
@@ -38,6 +60,15 @@ def test_unknown_kind():
                  "task": {"type": "worker", "index": 3}}), "index 3"),
     (json.dumps({"cluster": {"worker": ["a:1"]},
                  "task": {"type": "ps", "index": 0}}), "'ps'"),
+    ("[1,2]", r"must be a JSON object .* got '\[1,2\]'"),
+    (json.dumps({"cluster": {"worker": ["a:1"]}, "task": "worker"}),
+     "'task' must be an object"),
+    (json.dumps({"cluster": {"worker": ["a:1"]},
+                 "task": {"type": "worker", "index": "a"}}),
+     "task index must be an integer, got 'a'"),
+    (json.dumps({"cluster": {"worker": ["a:1"]},
+                 "task": {"type": "worker", "index": True}}),
+     "task index must be an integer, got True"),
 ])
 def test_bad_tf_config(raw, message):
     with pytest.raises(ValueError, match=message):
@@ -59,6 +90,22 @@ def test_batch_sizes():
         train_lib.resolve_batch_sizes(8, None, 250)
     with pytest.raises(ValueError, match="per_replica_batch_size is 16"):
         train_lib.resolve_batch_sizes(8, 16, 256)
+
+
+@pytest.mark.parametrize("n,kn,message", [
+    (0, None, "train_lib.run.per_replica_batch_size must be a positive "
+              "integer, got 0"),
+    ("32", None, "train_lib.run.per_replica_batch_size must be a positive "
+                 "integer, got '32'"),
+    (None, "256", "train_lib.run.global_batch_size must be a positive "
+                  "integer, got '256'"),
+    (None, -8, "train_lib.run.global_batch_size must be a positive integer, "
+               "got -8"),
+    ("32", 256, "per_replica_batch_size is '32'"),
+])
+def test_batch_sizes_must_be_positive_ints(n, kn, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train_lib.resolve_batch_sizes(8, n, kn)
 
 
 def test_eval_boundaries_follow_epochs_without_drift():

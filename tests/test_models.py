@@ -1,5 +1,7 @@
 """R9 per-worker BN, R10 zero-gamma, R11 init; the CIFAR-style ResNet."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -158,5 +160,26 @@ def test_parameter_count(depth, width):
 
 
 def test_depth_must_be_6n_plus_2():
-    with pytest.raises(ValueError, match="got 10"):
+    with pytest.raises(ValueError, match="resnet_cifar.depth must be 6n.2 .*"
+                                         "got 10"):
         resnet_cifar(depth=10)
+
+
+@pytest.mark.parametrize("argument,value,message", [
+    ("width", "wide", "resnet_cifar.width must be a positive integer, got "
+                      "'wide'"),
+    ("width", 0, "resnet_cifar.width must be a positive integer, got 0"),
+    ("depth", "20", "resnet_cifar.depth must be a positive integer, got "
+                    "'20'"),
+    ("zero_gamma", "yes", "resnet_cifar.zero_gamma must be True or False, "
+                          "got 'yes'"),
+    ("bn_group_size", 0, "resnet_cifar.bn_group_size must be a positive "
+                         "integer, got 0"),
+    ("stem_stride", 1.5, "resnet_cifar.stem_stride must be a positive "
+                         "integer, got 1.5"),
+])
+def test_bad_arguments_are_named(argument, value, message):
+    arguments = dict(input_shape=(8, 8, 1), depth=8, width=4)
+    arguments[argument] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resnet_cifar(**arguments)

@@ -8,15 +8,34 @@ This is the only module that defines or reads absl flags.
 """
 
 import os
+import re
 import sys
+import traceback
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from tf_lbsgd import checks  # Without TensorFlow: checks flags at once.
 from tf_lbsgd import exits  # Without TensorFlow: usable while it loads.
 
 DEFAULT_GIN_FILE = "experiments/fashion_mnist_default.gin"
+_GIN_CONTEXT = re.compile(r"\s*In call to configurable '([^']+)'")
+# A bad flag, gin setting, TF_CONFIG, model_dir or missing data set: one line
+# on stderr, nothing written. (1 is Python's for a crash, 3 a divergence, 75
+# a preemption.)
+CONFIG_ERROR_EXIT_CODE = 2
+USAGE = f"""Trains and evaluates with large-minibatch synchronous SGD.
+
+USAGE: tf-lbsgd --model_dir=DIR [--gin_file=FILE ...] [--gin_bindings=B ...]
+                [--mode=train|eval|train_and_eval]
+
+The job is {DEFAULT_GIN_FILE} unless --gin_file names another: an
+experiment file first, then any distribute/ or precision/ file to add, e.g.
+  tf-lbsgd --model_dir=runs/bf16 --gin_file=experiments/fashion_mnist_default \\
+      --gin_file=precision/mixed_bfloat16 \\
+      --gin_bindings='train_lib.run.epochs = 2'
+"""
 
 _GIN_FILE = flags.DEFINE_multi_string(
     "gin_file", None,
@@ -34,31 +53,117 @@ _MODEL_DIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum("mode", "train_and_eval",
                           ["train", "eval", "train_and_eval"],
                           "What to run.")
+_TRACEBACK = flags.DEFINE_bool(
+    "traceback", False,
+    "On a configuration error, print the Python traceback before the "
+    "one-line message.")
+
+
+def _one_line(error):
+    """The message of `error` on one line, for `tf-lbsgd: error: ...`.
+
+    gin appends "In call to configurable 'name' (<function ...>)" lines to
+    an exception raised inside a configurable; the innermost name is kept,
+    short, when the message does not already say it.
+    """
+    lines, configurables = [], []
+    for line in str(error).splitlines():
+        context = _GIN_CONTEXT.match(line)
+        if context:
+            configurables.append(context.group(1))
+        elif line.strip():
+            lines.append(line.strip())
+    message = " ".join(lines) or type(error).__name__
+    if configurables and configurables[0] not in message:
+        message += f" (in gin configurable {configurables[0]})"
+    return message
+
+
+def _config_error(error):
+    """Prints `error` as one line (after its traceback with --traceback).
+
+    Args:
+        error: an exception, or a message.
+
+    Returns:
+        CONFIG_ERROR_EXIT_CODE.
+    """
+    if (isinstance(error, BaseException) and flags.FLAGS.is_parsed()
+            and _TRACEBACK.value):
+        traceback.print_exception(error)
+    print(f"tf-lbsgd: error: {_one_line(error)}", file=sys.stderr)
+    return CONFIG_ERROR_EXIT_CODE
+
+
+def _missing_directories(path):
+    """The directories that creating `path` makes, deepest first."""
+    if "://" in path:  # Remote (gs://...): not created by os.makedirs.
+        return []
+    missing, path = [], os.path.abspath(path)
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _remove_if_empty(directories):
+    """Removes `directories` (deepest first) while they are empty."""
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            continue
+        except OSError:  # Not empty: something was written, keep it.
+            return
+
+
+def _check_job_defined(unbound, gin_files):
+    """Refuses gin files that define no job (no data, model or epochs).
+
+    Raises:
+        ValueError: naming the unbound settings and how --gin_file composes.
+    """
+    if unbound:
+        raise ValueError(
+            f"--gin_file {' '.join(gin_files)} does not define "
+            f"{', '.join(unbound)}: --gin_file replaces the default job "
+            f"({DEFAULT_GIN_FILE}), so name an experiment file first and add "
+            f"a distribute or precision file after it, e.g. "
+            f"--gin_file=experiments/fashion_mnist_default "
+            f"--gin_file=precision/mixed_bfloat16")
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        return _config_error(f"unexpected arguments {argv[1:]}; flags are "
+                             f"--name=value (see --help)")
     if not _MODEL_DIR.value:
-        raise app.UsageError("--model_dir is required")
+        return _config_error("--model_dir is required (see --help)")
+    try:
+        checks.writable_directory("--model_dir", _MODEL_DIR.value)
+    except ValueError as e:
+        return _config_error(e)
     # Quiet by default: the progress line and orbit's summaries are printed;
-    # --verbosity=0 (or -v 0) brings back absl INFO logs.
+    # --verbosity=0 (or -v 0) brings back absl INFO logs and TensorFlow's
+    # C++ logs (whose errors, e.g. "failed call to cuInit" on a host without
+    # GPUs, are noise, or come back as the Python exception reported).
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Imported here so that --help does not start TensorFlow.
     from tf_lbsgd import config  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import distribute  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import preemption  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import train_lib  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import trainer  # pylint: disable=g-import-not-at-top
+    gin_files = _GIN_FILE.value or [DEFAULT_GIN_FILE]
     try:
         distribute.validate_tf_config()
-        config.parse(_GIN_FILE.value or [DEFAULT_GIN_FILE], _GIN_BINDINGS.value)
+        config.parse(gin_files, _GIN_BINDINGS.value)
+        _check_job_defined(config.unbound_required(train_lib.run), gin_files)
     except (ValueError, FileNotFoundError) as e:
-        print(f"tf-lbsgd: error: {e}", file=sys.stderr)
-        return 2
-    os.makedirs(_MODEL_DIR.value, exist_ok=True)
+        return _config_error(e)
+    new_directories = _missing_directories(_MODEL_DIR.value)
     try:
         metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
     except preemption.Preempted as e:  # SIGTERM or Ctrl-C, on any worker.
@@ -75,12 +180,36 @@ def main(argv):
     except FloatingPointError as e:  # The last good checkpoint is kept.
         print(f"tf-lbsgd: diverged: {e}", file=sys.stderr)
         return trainer.DIVERGED_EXIT_CODE
-    except (FileNotFoundError, ValueError) as e:  # Missing data, bad setting.
-        logging.exception("tf-lbsgd failed")
-        print(f"tf-lbsgd: error: {e}", file=sys.stderr)
-        return 1
+    # Missing data, a bad setting, a value of the wrong type in a binding.
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        _remove_if_empty(new_directories)  # Made before the error was seen.
+        return _config_error(e)
     print(f"metrics: {metrics}")
     return 0
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with this tool's help and one-line errors.
+
+    `--help` (and `-h`, `--helpshort`) lists this module's flags under
+    `USAGE` (absl lists those of the main module, here `__main__.py` or the
+    console script, which defines none), `--helpfull` all flags; both exit
+    0 (absl exits 1). A bad flag exits with CONFIG_ERROR_EXIT_CODE and one
+    line.
+    """
+    sys.modules["__main__"].__doc__ = USAGE
+    for flag in (_MODEL_DIR, _GIN_FILE, _GIN_BINDINGS, _MODE, _TRACEBACK):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0],
+                                                 flags.FLAGS[flag.name])
+    options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    if {"-h", "--help", "--helpshort"} & set(options):  # absl exits 1.
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+    if "--helpfull" in options:
+        app.usage(writeto_stdout=True, exitcode=0)
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(_config_error(f"{_one_line(e)} (see --help)"))
 
 
 def run():
@@ -90,7 +219,7 @@ def run():
     # with one line: nothing is saved yet.
     exits.stop_on_signals()
     try:
-        app.run(main)
+        app.run(main, flags_parser=_parse_flags)
     except exits.Stopped as stop:
         print(f"tf-lbsgd: {exits.stop_verb(stop.signal_name)} before "
               f"training started: nothing saved; re-run the same command to "

@@ -1,6 +1,7 @@
 """Finding and parsing gin files; importing every gin-registered module."""
 
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -80,3 +81,29 @@ def parse(gin_files, gin_bindings=None):
     except Exception as e:  # gin raises several parser error types.
         raise ValueError(f"bad gin configuration: {type(e).__name__}: "
                          f"{e}") from e
+
+
+def unbound_required(configurable):
+    """The `gin.REQUIRED` parameters of `configurable` that no binding sets.
+
+    Calling it would fail with gin's terse "Required bindings ... not
+    provided"; checking first lets the caller say which file is missing.
+
+    Args:
+        configurable: a function decorated with `gin.configurable`.
+
+    Returns:
+        Their bindings' names, e.g. ['train_lib.run.data'], in the order of
+        the signature; [] when every one is bound.
+    """
+    selector = (f"{configurable.__module__.rsplit('.', 1)[-1]}."
+                f"{configurable.__name__}")
+    missing = []
+    for name, parameter in inspect.signature(configurable).parameters.items():
+        if parameter.default is not gin.REQUIRED:
+            continue
+        try:
+            gin.query_parameter(f"{selector}.{name}")
+        except ValueError:  # "has no value bound for parameter"
+            missing.append(f"{selector}.{name}")
+    return missing

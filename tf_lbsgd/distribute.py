@@ -12,6 +12,8 @@ import os
 import gin
 import tensorflow as tf
 
+from tf_lbsgd.data import source
+
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "tpu")
 COLLECTIVES = {
@@ -19,6 +21,12 @@ COLLECTIVES = {
     "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
     "ring": tf.distribute.experimental.CommunicationImplementation.RING,
 }
+# Simulated workers on one host's CPU: each replica costs memory and a share
+# of the host's threads, and tracing and all-reduce grow with their number.
+# On a 2-core host, 256 logical CPUs built a strategy in 1.7 s and ran a first
+# all-reduce of one scalar in 19 s; 1024 took 43 s to build and over 200 s for
+# that step (100000 printed nothing for minutes).
+MAX_LOGICAL_CPU_REPLICAS = 256
 
 
 def ensure_logical_cpus(count):
@@ -52,6 +60,34 @@ def ensure_logical_cpus(count):
     return devices[:count]
 
 
+def check_num_replicas(num_replicas, num_gpus=0):
+    """Refuses a number of local replicas this host cannot run.
+
+    Args:
+        num_replicas: `build_strategy`'s num_replicas: None or a positive
+            int, at most `num_gpus` on a GPU host, else at most
+            MAX_LOGICAL_CPU_REPLICAS.
+        num_gpus: the host's GPUs.
+
+    Raises:
+        ValueError: naming the binding and the value, with the bound.
+    """
+    if num_replicas is None:
+        return
+    name = "distribute.build_strategy.num_replicas"
+    source.check_positive(name, num_replicas)
+    if num_gpus and num_replicas > num_gpus:
+        raise ValueError(f"{name} = {num_replicas} but this host has "
+                         f"{num_gpus} GPUs")
+    if not num_gpus and num_replicas > MAX_LOGICAL_CPU_REPLICAS:
+        raise ValueError(
+            f"{name} = {num_replicas}: one host's CPU runs at most "
+            f"{MAX_LOGICAL_CPU_REPLICAS} simulated workers (each costs "
+            f"memory and threads; 1024 take minutes to start); for a larger "
+            f"k, use fewer replicas with ghost batch norm, "
+            f"resnet_cifar.bn_group_size = n, which computes the same")
+
+
 def _mirrored(num_replicas):
     # Physical, not logical: listing logical devices would initialise TF
     # before the CPU can be split.
@@ -80,8 +116,16 @@ def logical_cpu_strategy(num_replicas):
 def validate_tf_config(env=None):
     """Parses and checks TF_CONFIG; returns the dict, or {} if unset.
 
+    Args:
+        env: the environment to read TF_CONFIG from; None for os.environ.
+
+    Returns:
+        The parsed TF_CONFIG, or {} when it is unset or blank.
+
     Raises:
-        ValueError: naming what is wrong (bad JSON, no cluster, bad task).
+        ValueError: naming what is wrong (bad JSON, not an object, no
+            cluster, a task that is not an object, a task type not in the
+            cluster, an index that is not an integer or out of range).
     """
     raw = (env if env is not None else os.environ).get("TF_CONFIG", "")
     if not raw.strip():
@@ -90,15 +134,25 @@ def validate_tf_config(env=None):
         config = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object with 'cluster' and "
+                         f"'task', got {raw!r}")
     cluster = config.get("cluster")
     if not isinstance(cluster, dict) or not cluster:
         raise ValueError(f"TF_CONFIG has no 'cluster' dict: {raw!r}")
     task = config.get("task", {})
+    if not isinstance(task, dict):
+        raise ValueError(f"TF_CONFIG 'task' must be an object like "
+                         f"{{\"type\": \"worker\", \"index\": 0}}, got "
+                         f"{task!r}")
     kind, index = task.get("type"), task.get("index", 0)
     if kind not in cluster:
         raise ValueError(f"TF_CONFIG task type {kind!r} is not in the cluster "
                          f"jobs {sorted(cluster)}")
-    if not 0 <= int(index) < len(cluster[kind]):
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ValueError(f"TF_CONFIG task index must be an integer, got "
+                         f"{index!r}")
+    if not 0 <= index < len(cluster[kind]):
         raise ValueError(f"TF_CONFIG task index {index} is out of range for "
                          f"{len(cluster[kind])} {kind!r} tasks")
     return config
@@ -198,9 +252,13 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
 
     Raises:
         ValueError: for an unknown kind or collective, a bad TF_CONFIG, or
-            a TF_CONFIG cluster of several workers with a one-worker kind.
+            a TF_CONFIG cluster of several workers with a one-worker kind,
+            or a num_replicas that is not a positive int or more than the
+            host can run (`check_num_replicas`).
     """
     check_cluster_kind(kind)
+    check_num_replicas(num_replicas,
+                       len(tf.config.list_physical_devices("GPU")))
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "one_device":

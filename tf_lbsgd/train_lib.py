@@ -36,17 +36,21 @@ def resolve_batch_sizes(num_replicas, per_replica_batch_size,
     Either size may be given; if both are, they must agree.
 
     Raises:
-        ValueError: naming the numbers when kn is not divisible by k or the
-            two sizes disagree.
+        ValueError: naming the setting and its value when a size is not a
+            positive integer (0, '32'), kn is not divisible by k or the two
+            sizes disagree.
     """
     if global_batch_size is None:
+        source.check_positive("train_lib.run.per_replica_batch_size",
+                              per_replica_batch_size)
         return per_replica_batch_size, per_replica_batch_size * num_replicas
+    source.check_positive("train_lib.run.global_batch_size", global_batch_size)
     n = source.check_divisible(global_batch_size, num_replicas)
     if per_replica_batch_size not in (None, n):
         raise ValueError(
             f"global batch {global_batch_size} over {num_replicas} replicas is "
             f"{n} per replica, but per_replica_batch_size is "
-            f"{per_replica_batch_size}")
+            f"{per_replica_batch_size!r}")
     return n, global_batch_size
 
 
@@ -225,11 +229,11 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
-    tf.io.gfile.makedirs(model_dir)
     strategy = distribute.build_strategy()
     n, global_batch = resolve_batch_sizes(strategy.num_replicas_in_sync,
                                           per_replica_batch_size,
                                           global_batch_size)
+    tf.io.gfile.makedirs(model_dir)  # After the checks: none leaves a dir.
     run_ = _Run(strategy, data(), model_fn, n, global_batch, epochs,
                 seed, precision)
     chief = distribute.is_chief(strategy)

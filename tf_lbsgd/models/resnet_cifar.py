@@ -9,6 +9,7 @@ the paper's BN, init and zero-gamma choices (R9, R10, R11).
 import gin
 import keras
 
+from tf_lbsgd.data import source
 from tf_lbsgd.models import init
 from tf_lbsgd.models.layers import WorkerBatchNorm
 
@@ -38,6 +39,24 @@ def basic_block(x, filters, strides, name, zero_gamma, group_size):
     return keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
 
 
+def _check_arguments(depth, width, zero_gamma, bn_group_size, stem_stride):
+    """Raises ValueError naming the first bad setting of `resnet_cifar`.
+
+    The input shape and number of classes come from the data source.
+    """
+    source.check_positive("resnet_cifar.depth", depth)
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"resnet_cifar.depth must be 6n+2 (8, 14, 20, ...), "
+                         f"got {depth}")
+    source.check_positive("resnet_cifar.width", width)
+    if not isinstance(zero_gamma, bool):
+        raise ValueError(f"resnet_cifar.zero_gamma must be True or False, got "
+                         f"{zero_gamma!r}")
+    if bn_group_size is not None:
+        source.check_positive("resnet_cifar.bn_group_size", bn_group_size)
+    source.check_positive("resnet_cifar.stem_stride", stem_stride)
+
+
 @gin.configurable
 def resnet_cifar(input_shape=(28, 28, 1), num_classes=10, depth=20, width=16,
                  zero_gamma=True, bn_group_size=None, stem_stride=1):
@@ -57,11 +76,11 @@ def resnet_cifar(input_shape=(28, 28, 1), num_classes=10, depth=20, width=16,
         A `keras.Model` mapping images to float32 logits.
 
     Raises:
-        ValueError: if depth is not of the form 6n+2.
+        ValueError: naming the argument (as its gin binding `resnet_cifar.*`)
+            and its value if one is not of the expected type or range, e.g.
+            a depth not of the form 6n+2 or `width = 'wide'`.
     """
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"ResNet depth must be 6n+2 (8, 14, 20, ...), "
-                         f"got {depth}")
+    _check_arguments(depth, width, zero_gamma, bn_group_size, stem_stride)
     blocks = (depth - 2) // 6
     inputs = keras.Input(input_shape)
     x = _conv(width, 3, stem_stride, "stem_conv")(inputs)
