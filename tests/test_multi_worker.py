@@ -135,10 +135,13 @@ def test_two_workers_train_like_one_process(uninterrupted, tmp_path):
     assert metrics["num_replicas"] == 2 and metrics["global_batch_size"] == 32
     mirrored = str(tmp_path / "mirrored")
     _train_in_process(mirrored, ["distribute.build_strategy.num_replicas = 2"])
-    # Measured: 1.2e-7 apart after 5 steps. Later the runs drift apart
-    # (0.02 by step 45): the in-process MirroredStrategy rounds differently
-    # somewhere, and training amplifies the last-bit differences.
+    # Measured on an AMD EPYC: 1.2e-7 apart at step 5, 1.8e-7 at 25, then
+    # 0.026 at 45 and 0.05 at 75. The in-process replicas now stay
+    # bit-identical to each other (tests/test_replica_sync.py), but the two
+    # programs (ReductionToOneDevice in one process, RING across processes)
+    # still round differently somewhere, and training amplifies it.
     _assert_same_weights(model_dir, mirrored, rtol=1e-5, atol=1e-6, step=5)
+    _assert_same_weights(model_dir, mirrored, rtol=1e-4, atol=1e-5, step=25)
     ghost = str(tmp_path / "ghost")
     _train_in_process(ghost, ["distribute.build_strategy.kind = 'default'",
                               "train_lib.run.per_replica_batch_size = 32",
