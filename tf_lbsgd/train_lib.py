@@ -240,12 +240,12 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     manager = checkpoints.checkpoint_manager(
         run_.checkpoint, model_dir, run_.global_step, checkpoint_every_steps,
         chief=chief, task_id=_task_id(strategy), max_to_keep=keep_checkpoints)
-    manager.restore_or_initialize()
+    restored = manager.restore_or_initialize()  # The newest intact one.
     start_step = int(run_.global_step.numpy())
-    if mode == "eval" and tf.train.latest_checkpoint(model_dir) is None:
+    if mode == "eval" and restored is None:
         raise FileNotFoundError(
-            f"--mode=eval needs a checkpoint, but {model_dir} has none; train "
-            f"first with --mode=train or train_and_eval")
+            f"--mode=eval needs a checkpoint, but {model_dir} has no intact "
+            f"one; train first with --mode=train or train_and_eval")
     train_ds, eval_ds = _datasets(run_, n, seed, start_step)
     statistics = layers.ReplicaStatistics(run_.model)
     trainer = Trainer(
