@@ -76,7 +76,7 @@ def test_communication_options_refuse_non_numbers_with_value_error(kwargs,
                                                                    named):
     # Values a gin binding can easily produce (`... = None`, `... = '30'`).
     # The CLI turns a ValueError into a one-line "tf-lbsgd: error: ..." (exit
-    # 1); any other exception escapes as a traceback.
+    # 2); any other exception escapes as a traceback.
     with pytest.raises(ValueError, match=named):
         distribute.communication_options(**kwargs)
 

@@ -132,22 +132,39 @@ TF_CASES = {
     # In train_lib.run, after it made model_dir (building the model): the
     # CLI removes the empty directories it made. With --traceback.
     "wide": ["--gin_bindings=resnet_cifar.width = 'wide'", "--traceback"],
+    # A model_dir another run holds (run_lock): refused, nothing touched.
+    "locked": [],
 }
+# Holds the lock of model_dir (argv[1]) until its stdin closes.
+_HOLDER = """import sys
+from tf_lbsgd import run_lock
+with run_lock.hold(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
 
 
 @pytest.fixture(scope="module")
 def tf_runs(tmp_path_factory):
     """Runs every TF_CASES case at once; {case: (returncode, stderr, dir)}."""
     root = tmp_path_factory.mktemp("cli_errors")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(root / "locked" / "model")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
     started = {}
     for case, args in TF_CASES.items():
         model_dir = root / case / "runs" / "model"  # Nothing of it exists.
+        if case == "locked":  # The holder's.
+            model_dir = root / case / "model"
         started[case] = (_start(f"--model_dir={model_dir}", *args),
                          root / case)
     results = {}
     for case, (process, case_dir) in started.items():
         returncode, _, stderr = _finish(process)
         results[case] = returncode, stderr, case_dir
+    holder.communicate("", timeout=60)
+    results["locked"] += (holder.pid,)
     return results
 
 
@@ -186,6 +203,15 @@ def test_bad_model_width_with_traceback(tf_runs):
     assert "Traceback (most recent call last)" in stderr  # --traceback
     assert stderr.rstrip().endswith(line)  # The one line comes last.
     _assert_nothing_written(case_dir)
+
+
+def test_model_dir_held_by_another_run(tf_runs):
+    returncode, stderr, case_dir, holder_pid = tf_runs["locked"]
+    line = _assert_one_clean_line(returncode, stderr)
+    assert f"is in use by another run: pid {holder_pid} on host" in line
+    # Nothing of the refused run: only the holder's lock file was there.
+    assert not list(case_dir.rglob("*.gin")) and not list(
+        case_dir.rglob("events.*"))
 
 
 # --- In-process: the checks and the message --------------------------------

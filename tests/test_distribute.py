@@ -125,3 +125,18 @@ def test_eval_boundaries_add_the_requested_epochs_once():
             469, 938, 1078, 1125, 1172]
     assert train_lib._eval_boundaries(
         1100, 1172, 0, 234.375, at_epochs=(4.6, 4.8)) == [1125, 1172]
+
+
+@pytest.mark.parametrize("tf_config,chief", [
+    ({}, True),
+    ({"cluster": {"worker": ["a:1", "b:1"]},
+      "task": {"type": "worker", "index": 0}}, True),
+    ({"cluster": {"worker": ["a:1", "b:1"]},
+      "task": {"type": "worker", "index": 1}}, False),
+    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]},
+      "task": {"type": "worker", "index": 0}}, False),
+    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]},
+      "task": {"type": "chief", "index": 0}}, True),
+])
+def test_is_chief_task_from_tf_config(tf_config, chief):
+    assert distribute.is_chief_task(tf_config) is chief

@@ -7,6 +7,7 @@
 This is the only module that defines or reads absl flags.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -18,6 +19,7 @@ from absl import logging
 
 from tf_lbsgd import checks  # Without TensorFlow: checks flags at once.
 from tf_lbsgd import exits  # Without TensorFlow: usable while it loads.
+from tf_lbsgd import run_lock
 
 DEFAULT_GIN_FILE = "experiments/fashion_mnist_default.gin"
 _GIN_CONTEXT = re.compile(r"\s*In call to configurable '([^']+)'")
@@ -158,14 +160,21 @@ def main(argv):
     from tf_lbsgd import trainer  # pylint: disable=g-import-not-at-top
     gin_files = _GIN_FILE.value or [DEFAULT_GIN_FILE]
     try:
-        distribute.validate_tf_config()
+        tf_config = distribute.validate_tf_config()
         config.parse(gin_files, _GIN_BINDINGS.value)
         _check_job_defined(config.unbound_required(train_lib.run), gin_files)
     except (ValueError, FileNotFoundError) as e:
         return _config_error(e)
     new_directories = _missing_directories(_MODEL_DIR.value)
+    # One run per model_dir: the chief holds its lock, released before any
+    # exit path below runs (exits.exit_now skips the interpreter's unwinding).
+    lock = (run_lock.hold(_MODEL_DIR.value)
+            if distribute.is_chief_task(tf_config) else contextlib.nullcontext())
     try:
-        metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
+        with lock:
+            metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
+    except run_lock.ModelDirLocked as e:  # Another run holds model_dir.
+        return _config_error(e)
     except preemption.Preempted as e:  # SIGTERM or Ctrl-C, on any worker.
         if _MODE.value == "eval":
             outcome = "evaluation abandoned; re-run the same command to evaluate"

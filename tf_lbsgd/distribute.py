@@ -275,12 +275,27 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
                      f"{STRATEGIES}")
 
 
+def _chief_role(cluster, task_type, task_id):
+    """The chief is the `chief` task, else worker 0 (no cluster: this one)."""
+    if not cluster:
+        return True
+    return task_type in (None, "chief") or (
+        task_type == "worker" and int(task_id or 0) == 0
+        and "chief" not in cluster)
+
+
 def is_chief(strategy):
     """True on the worker that writes summaries, configs and metrics."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
+    if resolver is None:
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type in (None, "chief") or (
-        task_type == "worker" and task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
+    return _chief_role(resolver.cluster_spec().as_dict(), resolver.task_type,
+                       resolver.task_id)
+
+
+def is_chief_task(tf_config):
+    """`is_chief` from a TF_CONFIG dict (`validate_tf_config`'s), before
+    any strategy exists: the CLI's chief takes the model_dir lock."""
+    task = tf_config.get("task", {})
+    return _chief_role(tf_config.get("cluster", {}), task.get("type"),
+                       task.get("index", 0))
