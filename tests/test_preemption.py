@@ -77,7 +77,7 @@ def _watching(kind="default", step=0, **kwargs):
 
 
 def _fields(error):
-    return (error.step, error.verb, error.exit_code, error.during_eval)
+    return (error.step, error.verb, error.exit_code, error.eval_pending)
 
 
 def test_exit_codes():
@@ -270,8 +270,8 @@ def test_second_ctrl_c_quits_at_once_while_tensorflow_blocks():
         "tf-lbsgd: interrupted: stopping at the next safe point to save a "
         "checkpoint (press Ctrl-C again to quit at once without saving)",
         "tf-lbsgd: interrupted again: quitting without saving"]
-    # Measured: ~1 ms each on an idle machine; the limits catch a wait for
-    # the kernel (which never returns).
+    # Measured: 5 ms to the acknowledgement, 0.1 s to the exit; the limits
+    # catch a wait for the kernel (which never returns).
     assert acknowledged < 5 and quit_after < 5
 
 
@@ -360,83 +360,76 @@ def _metrics(model_dir):
         return json.load(f)
 
 
-def test_cli_ctrl_c_in_training_saves_exits_130_and_resumes(tmp_path):
+def _say_saved(verb, step, model_dir):
+    return (f"tf-lbsgd: {verb} at step {step}: checkpoint saved in "
+            f"{model_dir}; re-run the same command to resume")
+
+
+def test_cli_stops_save_exit_and_resume(tmp_path):
+    # One job run three times with the same command: Ctrl-C in training,
+    # SIGTERM in an evaluation, then to the end. n = 64 (468.75 steps per
+    # epoch, 79 evaluation batches): 4 steps, with evaluations at step 2
+    # (0.0043 epochs) and at the end.
     model_dir = str(tmp_path / "model")
-    total = 18  # 0.0096 epochs.
-    job = ("train", "train_lib.run.epochs = 0.0096")
-    proc, out, err = _cli(model_dir, *job)
-    _, seconds = _signal_at(proc, out, err, rf"^step \d+/{total}\b",
-                            signal.SIGINT)
-    stdout, stderr = out.text(), err.text()
-    assert proc.returncode == exits.INTERRUPTED_EXIT_CODE, stderr[-3000:]
-    assert "Traceback" not in stderr
-    ack, final = _ours(stderr)
-    assert "press Ctrl-C again to quit at once without saving" in ack
-    match = re.fullmatch(
-        r"tf-lbsgd: interrupted at step (\d+): checkpoint saved in (.+); "
-        r"re-run the same command to resume", final)
-    assert match and match.group(2) == model_dir, final
-    stopped = int(match.group(1))
-    # After the loop running when Ctrl-C came (or the one just ended).
-    assert 2 <= stopped < total and stopped % 2 == 0
-    assert max(_progress_steps(stdout, total)) == stopped
-    assert tf.train.latest_checkpoint(model_dir) == os.path.join(
-        model_dir, f"ckpt-{stopped}")
-    assert _metrics(model_dir)["global_step"] == stopped
-    assert seconds < 30  # Measured: ~1 s (a loop of 2 steps, the save).
-
-    proc, out, err = _cli(model_dir, *job)  # The same command resumes.
-    assert proc.wait(timeout=300) == 0, err.text()[-3000:]
-    steps = _progress_steps(out.text(), total)
-    assert steps[0] == stopped + 2 and steps[-1] == total
-    assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{total}")
-
-
-def test_cli_sigterm_in_evaluation_abandons_it_and_the_rerun_redoes_it(
-        tmp_path):
-    model_dir = str(tmp_path / "model")
-    # n = 64 (468.75 steps per epoch, 79 evaluation batches): 4 steps, with
-    # evaluations at step 2 (0.0043 epochs) and at the end.
     job = ("train_and_eval", "train_lib.run.per_replica_batch_size = 64",
            "train_lib.run.epochs = 0.0086",
            "train_lib.run.eval_every_epochs = 0",
            "train_lib.run.eval_at_epochs = [0.0043]")
+
+    # 1. Ctrl-C during the first loop (its trace): the run stops after it,
+    # at step 2, where an evaluation was due; it is left to the re-run.
     proc, out, err = _cli(model_dir, *job)
-    # Into the evaluation of the 10,000 test images.
+    _, seconds = _signal_at(proc, out, err, r"training until step 2",
+                            signal.SIGINT)
+    stdout, stderr = out.text(), err.text()
+    assert proc.returncode == exits.INTERRUPTED_EXIT_CODE, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert _ours(stderr) == [
+        "tf-lbsgd: interrupted: stopping at the next safe point to save a "
+        "checkpoint (press Ctrl-C again to quit at once without saving)",
+        _say_saved("interrupted", 2, model_dir)]
+    assert _progress_steps(stdout, 4) == [2]
+    assert "eval |" not in stdout
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
+    metrics = _metrics(model_dir)
+    assert metrics["global_step"] == 2 and "eval" not in metrics
+    assert metrics[preemption.PENDING_EVAL_KEY] == 2
+    assert seconds < 60  # Measured: 4.3 s (trace, 2 steps, the save).
+
+    # 2. The same command evaluates step 2 first; SIGTERM abandons it.
+    proc, out, err = _cli(model_dir, *job)
     _, seconds = _signal_at(proc, out, err,
                             r"eval \| step: +2 \| running complete",
                             signal.SIGTERM, delay=0.3)
     stdout, stderr = out.text(), err.text()
     assert proc.returncode == exits.PREEMPTED_EXIT_CODE, stderr[-3000:]
     assert "Traceback" not in stderr
-    assert _ours(stderr) == [
-        f"tf-lbsgd: preempted at step 2: checkpoint saved in {model_dir}; "
-        f"re-run the same command to resume"]
+    assert _ours(stderr) == [_say_saved("preempted", 2, model_dir)]
     assert "eval time" not in stdout  # Abandoned: never completed...
+    assert not _progress_steps(stdout, 4)  # ...and no training after it.
     metrics = _metrics(model_dir)
-    assert "eval" not in metrics  # ...nor recorded.
-    assert metrics["global_step"] == 2
-    assert metrics[preemption.ABANDONED_EVAL_KEY] == 2
+    assert "eval" not in metrics  # Nothing recorded, not even in events.
     assert not {tag for tag, _ in _eval_tags(model_dir)} & {
         "eval/top1_error", "eval/loss"}
-    assert tf.train.latest_checkpoint(model_dir) == os.path.join(
-        model_dir, "ckpt-2")
-    assert seconds < 10  # Measured: 0.3 s (a batch, metrics.json, exit).
+    assert metrics[preemption.PENDING_EVAL_KEY] == 2
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
+    assert seconds < 10  # Measured: 0.4 s (a batch, metrics.json, exit).
 
-    proc, out, err = _cli(model_dir, *job)  # The same command resumes...
+    # 3. The same command: the evaluation of step 2, training, the last one.
+    proc, out, err = _cli(model_dir, *job)
     assert proc.wait(timeout=300) == 0, err.text()[-3000:]
     stdout = out.text()
-    # ...with the abandoned evaluation, then training and the last one.
-    evaluated = re.findall(r"eval \| step: +(\d+) \| eval time", stdout)
-    assert evaluated == ["2", "4"]
+    assert re.findall(r"eval \| step: +(\d+) \| eval time", stdout) == [
+        "2", "4"]
     assert stdout.index("eval | step:      2 | eval time") < stdout.index(
         "step 4/4")
     metrics = _metrics(model_dir)
-    assert preemption.ABANDONED_EVAL_KEY not in metrics
+    assert preemption.PENDING_EVAL_KEY not in metrics
     assert metrics["global_step"] == 4
     assert len(metrics["eval"]["top1_error_history"]) == 2
     assert {("eval/top1_error", 2), ("eval/top1_error", 4)} <= _eval_tags(
         model_dir)
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-4")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT],
@@ -509,5 +502,5 @@ def test_two_workers_abandon_an_evaluation_together(tmp_path):
         assert f"worker {worker} was preempted" in output
     assert "eval time" not in output and "Traceback" not in output
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
-    assert _metrics(model_dir)[preemption.ABANDONED_EVAL_KEY] == 2
+    assert _metrics(model_dir)[preemption.PENDING_EVAL_KEY] == 2
     assert seconds < 30  # Measured: 0.5 s (at most 10 batches, the exit).

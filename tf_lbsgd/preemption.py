@@ -13,10 +13,11 @@ The safe points:
   workers reach together: the workers sum their flags with one all-reduce
   of a scalar, so if any worker was signalled all of them stop at the same
   global step. A signal that arrives during a loop waits for its end (the
-  first loop includes the trace and compilation);
+  first loop includes the trace and compilation). An evaluation due at that
+  step is left to the re-run (`PENDING_EVAL_KEY`);
 - between two batches of an evaluation: the evaluation is abandoned (its
   partial sums are never reported; the checkpoint of its step was saved
-  before it) and the re-run does it first (`ABANDONED_EVAL_KEY`). In one
+  before it) and the re-run does it first (`PENDING_EVAL_KEY`). In one
   process the flag is read directly; across processes
   (`MultiWorkerMirroredStrategy` with several workers) the decision is the
   same all-reduce, made every `MULTI_WORKER_EVAL_CHECK_EVERY` batches: a
@@ -52,9 +53,10 @@ INTERRUPTED_EXIT_CODE = exits.INTERRUPTED_EXIT_CODE  # After Ctrl-C.
 # (one all-reduce of a scalar each; in one process every batch is checked).
 MULTI_WORKER_EVAL_CHECK_EVERY = 10
 
-# The metrics.json key of the step whose evaluation a stop abandoned (the
-# re-run evaluates that step first).
-ABANDONED_EVAL_KEY = "abandoned_eval_step"
+# The metrics.json key of the step whose evaluation a stop abandoned, or
+# left undone when it came at the end of the loop before that evaluation
+# (the re-run evaluates that step first).
+PENDING_EVAL_KEY = "pending_eval_step"
 
 _SIGINT = exits.SIGINT_NAME
 
@@ -67,17 +69,19 @@ class Preempted(Exception):
         step: the global step the run stopped at (its checkpoint is saved).
         signal_name: this worker's signal ("SIGTERM", "SIGINT"), or
             "SIGTERM" when another worker was signalled.
-        during_eval: whether an evaluation in progress was abandoned.
+        eval_pending: whether the evaluation of `step` is still to be done
+            (abandoned, or due at this step and not started); the re-run
+            does it first.
         exit_code: `PREEMPTED_EXIT_CODE`, or `INTERRUPTED_EXIT_CODE` after
             Ctrl-C.
     """
 
-    def __init__(self, step, signal_name="SIGTERM", during_eval=False):
+    def __init__(self, step, signal_name="SIGTERM", eval_pending=False):
         self.verb = exits.stop_verb(signal_name)
         super().__init__(f"{self.verb} at step {step}")
         self.step = step
         self.signal_name = signal_name
-        self.during_eval = during_eval
+        self.eval_pending = eval_pending
         self.exit_code = exits.exit_code(signal_name)
 
 
@@ -171,10 +175,10 @@ class PreemptionWatcher:
         flag = tf.constant(1.0 if self.received else 0.0)
         return float(self._any(flag)) > 0
 
-    def _preempted(self, during_eval=False):
+    def _preempted(self, eval_pending=False):
         return Preempted(int(self.global_step.numpy()),
                          self.received or signal.Signals.SIGTERM.name,
-                         during_eval=during_eval)
+                         eval_pending=eval_pending)
 
     def __call__(self, output):
         """The train action: raises `Preempted` if any worker was signalled.
@@ -195,7 +199,7 @@ class PreemptionWatcher:
         run the same number of batches, so they decide together).
 
         Raises:
-            Preempted: with `during_eval=True`, at the current step.
+            Preempted: with `eval_pending=True`, at the current step.
         """
         if self._multi_process:
             self._eval_batches += 1
@@ -205,7 +209,7 @@ class PreemptionWatcher:
         else:
             stop = self.received is not None
         if stop:
-            raise self._preempted(during_eval=True)
+            raise self._preempted(eval_pending=True)
 
     def close(self):
         """Puts the previous signal handlers back and stops the thread."""

@@ -156,13 +156,14 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
 
 def _train(controller, run, stops, eval_each, eval_first=False):
     """Trains to each stop, evaluating there if asked (and first if
-    `eval_first`: the evaluation of the current step that a stop abandoned).
+    `eval_first`: the evaluation of the current step that a stop left to do).
 
     A stop (`preemption.Preempted`: SIGTERM or Ctrl-C on any worker) is
     raised after a training loop, and the checkpoint of the current step is
-    saved on every worker before it propagates; or between evaluation
-    batches, where that checkpoint is saved already (just before the
-    evaluation, or restored from).
+    saved on every worker before it propagates (with `eval_pending` if the
+    loop ended where an evaluation was due); or between evaluation batches,
+    where that checkpoint is saved already (just before the evaluation, or
+    restored from).
     """
     if eval_first:
         controller.evaluate(steps=-1)
@@ -172,9 +173,11 @@ def _train(controller, run, stops, eval_each, eval_first=False):
         start = time.time()
         try:
             controller.train(steps=stop, checkpoint_at_completion=False)
-        except preemption.Preempted:
+        except preemption.Preempted as error:
             run.train_seconds.assign_add(time.time() - start)
             controller.save_checkpoint()
+            error.eval_pending = (eval_each
+                                  and int(run.global_step.numpy()) == stop)
             raise
         run.train_seconds.assign_add(time.time() - start)
         controller.save_checkpoint()
@@ -295,19 +298,19 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
             stops = _eval_boundaries(start_step, run_.total_steps,
                                      eval_every_epochs, run_.steps_per_epoch,
                                      eval_at_epochs)
-            abandoned = outputs.read_metrics(model_dir).get(
-                preemption.ABANDONED_EVAL_KEY)
+            pending = outputs.read_metrics(model_dir).get(
+                preemption.PENDING_EVAL_KEY)
             _train(controller, run_, stops, mode == "train_and_eval",
                    eval_first=(mode == "train_and_eval"
-                               and abandoned == start_step))
+                               and pending == start_step))
         if mode == "eval" or (mode == "train_and_eval"
                               and evaluator.last_output is None):
             controller.evaluate(steps=-1)
     except preemption.Preempted as stop:
         metrics = finish()  # The evaluations completed so far, none partial.
-        if chief and stop.during_eval and mode == "train_and_eval":
+        if chief and stop.eval_pending and mode == "train_and_eval":
             outputs.write_metrics(model_dir, dict(
-                metrics, **{preemption.ABANDONED_EVAL_KEY: stop.step}))
+                metrics, **{preemption.PENDING_EVAL_KEY: stop.step}))
         # The CLI then exits without the interpreter's teardown.
         controller.summary_manager.flush()
         controller.eval_summary_manager.flush()
