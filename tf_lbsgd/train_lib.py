@@ -226,9 +226,9 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
 
     Raises:
         ValueError: for a bad mode or batch sizes.
-        preemption.Preempted: when a worker got SIGTERM or Ctrl-C; every worker has
-            saved the checkpoint of the current step (and the chief
-            metrics.json) first.
+        preemption.Preempted: when a worker got SIGTERM or Ctrl-C; every
+            worker has saved the checkpoint of the current step (and the
+            chief metrics.json) first.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
