@@ -7,6 +7,9 @@ import pytest
 import tensorflow as tf
 
 from tf_lbsgd import optimizers
+from tf_lbsgd.models.layers import WorkerBatchNorm
+from tf_lbsgd.models.resnet_cifar import resnet_cifar
+from tf_lbsgd.models.resnet_imagenet import resnet_imagenet
 from tf_lbsgd.optimizers import MomentumSGD
 
 STEPS = 10
@@ -64,17 +67,22 @@ def _reference_eq9(rates, nesterov=False, decay=LAMBDA):
     return w
 
 
+def _new_kernel():
+    """A 2 x 2 weight matrix holding _W0 (decayed by the default rule)."""
+    return keras.Variable(_W0.reshape(2, 2).astype(np.float32), name="kernel")
+
+
 def _run_keras(optimizer, steps=STEPS):
-    """Runs ``steps`` apply_gradients on a variable named 'kernel'."""
-    kernel = keras.Variable(_W0.astype(np.float32), name="kernel")
-    a = tf.constant(_A, tf.float32)
-    target = tf.constant(_TARGET, tf.float32)
+    """Runs ``steps`` apply_gradients on a 2-D variable named 'kernel'."""
+    kernel = _new_kernel()
+    a = tf.constant(_A.reshape(2, 2), tf.float32)
+    target = tf.constant(_TARGET.reshape(2, 2), tf.float32)
     for _ in range(steps):
         with tf.GradientTape() as tape:
             loss = 0.5 * tf.reduce_sum(a * tf.square(kernel - target))
         grad = tape.gradient(loss, kernel.value)
         optimizer.apply_gradients([(grad, kernel)])
-    return kernel.numpy().astype(np.float64)
+    return kernel.numpy().reshape(-1).astype(np.float64)
 
 
 def _make(velocity_form, momentum_correction=True, nesterov=False):
@@ -124,12 +132,13 @@ def test_correction_tracks_an_assigned_rate():
     results = {}
     for form in ("unscaled", "scaled"):
         opt = MomentumSGD(0.1, velocity_form=form, l2_weight_decay=LAMBDA)
-        kernel = keras.Variable(_W0.astype(np.float32), name="kernel")
+        kernel = _new_kernel()
         for eta in rates:
             opt.learning_rate = eta
-            grad = _quadratic_grad(kernel.numpy()).astype(np.float32)
-            opt.apply_gradients([(tf.constant(grad), kernel)])
-        results[form] = kernel.numpy().astype(np.float64)
+            grad = _quadratic_grad(kernel.numpy().reshape(-1))
+            opt.apply_gradients(
+                [(tf.constant(grad.reshape(2, 2), tf.float32), kernel)])
+        results[form] = kernel.numpy().reshape(-1).astype(np.float64)
     expected = _reference_eq9(rates)
     assert _rel_err(results["unscaled"], expected) < 1e-5
     assert _rel_err(results["scaled"], expected) < 1e-5
@@ -143,11 +152,13 @@ def test_momentum_correction_factor():
 
 @pytest.mark.parametrize("decay_bias", [False, True])
 def test_weight_decay_only_on_kernels(decay_bias):
+    # 2-D, so that only the names decide (a GRU's bias and the gamma/beta
+    # of a LayerNormalization over two axes are 2-D).
     names = ["kernel", "bias", "gamma", "beta"]
-    variables = [keras.Variable(np.full((3,), 2.0, np.float32), name=n)
+    variables = [keras.Variable(np.full((2, 3), 2.0, np.float32), name=n)
                  for n in names]
     opt = MomentumSGD(0.5, l2_weight_decay=0.1, decay_bias=decay_bias)
-    opt.apply_gradients([(tf.zeros((3,)), v) for v in variables])
+    opt.apply_gradients([(tf.zeros((2, 3)), v) for v in variables])
     moved = {v.name: not np.allclose(v.numpy(), 2.0) for v in variables}
     assert moved == {"kernel": True, "bias": decay_bias,
                      "gamma": False, "beta": False}
@@ -167,6 +178,164 @@ def test_decays_variable_on_keras_layers():
                        "beta": False, "moving_mean": False,
                        "moving_variance": False}
     assert optimizers.decays_variable(dense.bias, decay_bias=True)
+
+
+# --- the default decay rule on every kind of Keras variable (R7) ------------
+
+# (layer, variable) -> what the default rule does: "decay", "bias" (as
+# decay_bias says) or "never".
+_EXPECTED_DECAY = {
+    ("conv", "kernel"): "decay", ("conv", "bias"): "bias",
+    ("depthwise", "kernel"): "decay", ("depthwise", "bias"): "bias",
+    ("separable", "depthwise_kernel"): "decay",
+    ("separable", "pointwise_kernel"): "decay",
+    ("separable", "bias"): "bias",
+    ("batch_norm", "gamma"): "never", ("batch_norm", "beta"): "never",
+    ("batch_norm", "moving_mean"): "never",
+    ("batch_norm", "moving_variance"): "never",
+    ("worker_bn", "gamma"): "never", ("worker_bn", "beta"): "never",
+    ("worker_bn", "moving_mean"): "never",
+    ("worker_bn", "moving_variance"): "never",
+    ("group_norm", "gamma"): "never", ("group_norm", "beta"): "never",
+    ("prelu", "alpha"): "never",  # 3-D, one slope per activation.
+    ("layer_norm", "gamma"): "never",  # 2-D: normalised over two axes.
+    ("layer_norm", "beta"): "never",
+    ("lstm/lstm_cell", "kernel"): "decay",
+    ("lstm/lstm_cell", "recurrent_kernel"): "decay",
+    ("lstm/lstm_cell", "bias"): "bias",
+    ("gru/gru_cell", "kernel"): "decay",
+    ("gru/gru_cell", "recurrent_kernel"): "decay",
+    ("gru/gru_cell", "bias"): "bias",  # 2-D (reset_after).
+    ("attention/query", "kernel"): "decay",  # 3-D EinsumDense kernels,
+    ("attention/query", "bias"): "bias",  # 2-D biases.
+    ("attention/key", "kernel"): "decay", ("attention/key", "bias"): "bias",
+    ("attention/value", "kernel"): "decay",
+    ("attention/value", "bias"): "bias",
+    ("attention/attention_output", "kernel"): "decay",
+    ("attention/attention_output", "bias"): "bias",
+    ("rms_norm", "scale"): "never",
+    ("dense", "kernel"): "decay", ("dense", "bias"): "bias",
+    ("embedding", "embeddings"): "decay",
+}
+
+
+def _every_kind_of_variable():
+    """A model with one layer of each kind of _EXPECTED_DECAY."""
+    layers = keras.layers
+    images = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, name="conv")(images)
+    x = layers.DepthwiseConv2D(3, name="depthwise")(x)
+    x = layers.SeparableConv2D(4, 1, name="separable")(x)
+    x = layers.BatchNormalization(name="batch_norm")(x)
+    x = WorkerBatchNorm(name="worker_bn")(x)
+    x = layers.GroupNormalization(2, name="group_norm")(x)
+    x = layers.PReLU(name="prelu")(x)
+    x = layers.Reshape((16, 4))(x)
+    x = layers.LayerNormalization(axis=[-2, -1], name="layer_norm")(x)
+    x = layers.LSTM(3, return_sequences=True, name="lstm")(x)
+    x = layers.GRU(3, return_sequences=True, name="gru")(x)
+    x = layers.MultiHeadAttention(2, 2, name="attention")(x, x)
+    x = layers.RMSNormalization(name="rms_norm")(x)
+    tokens = keras.Input((5,), dtype="int32")
+    embedded = layers.Embedding(10, 3, name="embedding")(tokens)
+    x = layers.Concatenate(axis=1)([x, embedded])
+    logits = layers.Dense(2, name="dense")(layers.Flatten()(x))
+    return keras.Model([images, tokens], logits)
+
+
+def _expected_decays(decay_bias):
+    return {f"{layer}/{name}": kind == "decay" or (kind == "bias" and decay_bias)
+            for (layer, name), kind in _EXPECTED_DECAY.items()}
+
+
+@pytest.mark.parametrize("decay_bias", [False, True])
+def test_default_rule_on_every_kind_of_variable(decay_bias):
+    model = _every_kind_of_variable()
+    decided = {v.path: optimizers.decays_variable(v, decay_bias)
+               for v in model.weights}
+    assert decided == _expected_decays(decay_bias)
+
+
+def _moved_by_decay_alone(optimizer, model):
+    """Paths of the variables one zero-gradient step moves (decay only)."""
+    before = [v.numpy() for v in model.trainable_variables]
+    optimizer.apply_gradients(
+        [(tf.zeros(v.shape), v) for v in model.trainable_variables])
+    return {v.path for v, b in zip(model.trainable_variables, before)
+            if not np.array_equal(v.numpy(), b)}
+
+
+def test_optimizer_decays_what_the_rule_says():
+    model = _every_kind_of_variable()
+    moved = _moved_by_decay_alone(MomentumSGD(0.5, l2_weight_decay=0.1), model)
+    assert moved == {path for path, decays in _expected_decays(False).items()
+                     if decays}
+
+
+@keras.saving.register_keras_serializable(package="test_optimizers")
+@gin.configurable
+def decay_only_embeddings(variable):
+    """A user's rule: decay the embedding matrices, nothing else."""
+    return variable.name == "embeddings"
+
+
+def test_decay_rule_overrides_the_default_in_python():
+    model = _every_kind_of_variable()
+    opt = MomentumSGD(0.5, l2_weight_decay=0.1,
+                      decay_rule=lambda v: v.name.endswith("kernel"))
+    moved = _moved_by_decay_alone(opt, model)
+    assert moved == {path for path in _expected_decays(False)
+                     if path.endswith("kernel") and "norm" not in path}
+    assert len(moved) == 13
+
+
+def test_decay_rule_from_gin_saves_and_loads():
+    gin.parse_config(
+        "optimizers.build_optimizer.decay_rule = @decay_only_embeddings")
+    opt = optimizers.build_optimizer(learning_rate=0.5, l2_weight_decay=0.1)
+    assert _moved_by_decay_alone(opt, _every_kind_of_variable()) == {
+        "embedding/embeddings"}
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert clone.decay_rule is decay_only_embeddings
+    assert clone.get_config() == opt.get_config()
+
+
+def _kernel_only(variable):
+    return variable.name == "kernel"
+
+
+@pytest.mark.parametrize("kwargs, error, named", [
+    ({"decay_rule": "kernel"}, TypeError, "'kernel'"),
+    ({"decay_rule": _kernel_only, "decay_bias": True}, ValueError,
+     "_kernel_only"),
+])
+def test_bad_decay_rule_is_refused(kwargs, error, named):
+    with pytest.raises(error, match=named):
+        MomentumSGD(0.1, **kwargs)
+
+
+def test_decay_rule_must_answer_a_bool():
+    kernel = _new_kernel()
+    opt = MomentumSGD(0.1, decay_rule=lambda v: tf.constant(True))
+    with pytest.raises(TypeError, match="'kernel'.* must return True or False"):
+        opt.build([kernel])
+
+
+@pytest.mark.parametrize("build", [
+    lambda: resnet_cifar(input_shape=(8, 8, 1), depth=8, width=4),
+    lambda: resnet_imagenet(input_shape=(32, 32, 3), num_classes=10, depth=50),
+], ids=["resnet_cifar", "resnet_imagenet"])
+def test_paper_resnets_decay_their_conv_and_dense_kernels(build):
+    model = build()
+    kernels = {layer.kernel.path for layer in model._flatten_layers()  # pylint: disable=protected-access
+               if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))}
+    decayed = {v.path for v in model.trainable_variables
+               if optimizers.decays_variable(v)}
+    assert decayed == kernels
+    # The rule of the paper's runs so far: exactly the variables named kernel.
+    assert decayed == {v.path for v in model.trainable_variables
+                       if v.name == "kernel"}
+    assert any(v.name in ("gamma", "bias") for v in model.trainable_variables)
 
 
 # --- replica count (R8 with the optimiser): k replicas == 1 device -----------

@@ -1,8 +1,10 @@
 """Momentum SGD with L2 decay and momentum correction (Goyal et al., 2017).
 
 This module implements recipe points R5 (momentum), R6 (momentum correction,
-Remark 2) and R7 (weight decay, Remark 1) of /work/shared/PAPER.md as a Keras 3
-optimizer.
+Remark 2) and R7 (weight decay, Remark 1) of the paper (arXiv:1706.02677) as a
+Keras 3 optimizer, registered with Keras (``tf_lbsgd>MomentumSGD``) so that
+``model.compile``/``model.fit``, ``model.save`` and ``keras.models.load_model``
+work with it without ``custom_objects``.
 
 Notation: ``w`` weights, ``g`` the (all-reduced) gradient of the loss,
 ``lambda`` the L2 weight decay, ``m`` the momentum, ``eta`` the learning rate
@@ -12,7 +14,9 @@ same variable.
 Weight decay (R7, Remark 1) is L2 regularisation added to the gradient, outside
 backprop::
 
-    g <- g + lambda * w        (conv/dense kernels only; never BN gamma/beta)
+    g <- g + lambda * w        (if decays_variable(w): weight matrices and
+                                conv kernels; never normalisation parameters,
+                                biases only if asked)
 
 Momentum (R5) comes in two algebraically equivalent forms, which differ only in
 where ``eta`` sits (Remark 2):
@@ -55,22 +59,30 @@ import numbers
 
 import gin
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 VELOCITY_FORMS = ("unscaled", "scaled")
 
-# Short Keras 3 variable names that receive L2 weight decay (R7).
-_KERNEL_NAME = "kernel"
-_BIAS_NAME = "bias"
+# Short names of the parameters of Keras' normalisation layers
+# (BatchNormalization, LayerNormalization, GroupNormalization,
+# RMSNormalization, WorkerBatchNorm) and of PReLU's slopes: never decayed,
+# whatever their rank (LayerNormalization over two axes has 2-D gamma/beta).
+_NOT_DECAYED_NAMES = frozenset(
+    {"gamma", "beta", "scale", "moving_mean", "moving_variance", "alpha"})
+# Names ending so are offsets (Dense, Conv, RNN cells, EinsumDense): a GRU's
+# bias is 2-D, a MultiHeadAttention projection's too.
+_BIAS_SUFFIX = "bias"
 
 
 def _short_name(variable):
-    """Returns a variable's short name without a TF ``:N`` output suffix.
+    """Returns a variable's short name without scope or TF suffixes.
 
     Args:
         variable: a ``keras.Variable`` (whose ``.name`` is already short, e.g.
-            ``'kernel'``) or a ``tf.Variable`` (``'kernel:0'``).
+            ``'kernel'``) or a ``tf.Variable`` (``'dense/kernel:0'``, under
+            tf.distribute ``'dense/kernel/replica_1:0'``).
 
     Returns:
         The name as a string, e.g. ``'kernel'``.
@@ -78,36 +90,83 @@ def _short_name(variable):
     name = str(variable.name)
     head, sep, tail = name.rpartition(":")
     if sep and tail.isdigit():
-        return head
-    return name
+        name = head
+    parts = name.split("/")
+    if len(parts) > 1 and parts[-1].startswith("replica_"):
+        parts = parts[:-1]
+    return parts[-1]
 
 
-def decays_variable(variable, decay_bias):
-    """Says whether L2 weight decay applies to ``variable`` (R7, Remark 1).
+def decays_variable(variable, decay_bias=False):
+    """The default weight-decay rule: does L2 decay apply to ``variable``?
 
-    The paper decays the weights of conv and fully connected layers with
-    ``lambda = 1e-4`` and does not decay the batch-norm parameters
-    ``gamma``/``beta``. Keras 3 names conv and dense weights ``kernel``,
-    their offsets ``bias`` and the BN parameters ``gamma``/``beta``. So::
+    The paper (R7, Remark 1) decays the weights of conv and fully connected
+    layers with ``lambda = 1e-4`` and not the batch-norm parameters
+    ``gamma``/``beta``. For any Keras model this generalises, as timm and
+    big_vision do ("no decay on 1-D parameters"), to::
 
-        decays(kernel) = True
-        decays(bias)   = decay_bias
-        decays(other)  = False      (gamma, beta, anything else)
+        decays(non-trainable variable)                     = False
+        decays(name ends with 'bias', any rank)            = decay_bias
+        decays(gamma, beta, scale, moving_*, alpha)        = False
+        decays(any other variable of rank >= 2)            = True
+        decays(any other variable of rank 0 or 1)          = False
+
+    So every weight matrix and convolution kernel is decayed (``kernel`` of
+    Dense, Conv*, DepthwiseConv*, EinsumDense, RNN cells, ``depthwise_kernel``
+    and ``pointwise_kernel`` of SeparableConv*, ``recurrent_kernel``,
+    ``embeddings``), and no normalisation parameter (BatchNormalization,
+    LayerNormalization even over several axes, GroupNormalization,
+    RMSNormalization, ``WorkerBatchNorm``), no PReLU slope and no per-channel
+    vector is. The paper's ResNets decay exactly their conv and dense kernels.
+    Pass ``MomentumSGD(decay_rule=...)`` to decide otherwise.
 
     Args:
-        variable: a ``keras.Variable`` (or ``tf.Variable``); only its short
-            name is read.
-        decay_bias: whether ``bias`` variables are decayed too.
+        variable: a ``keras.Variable`` (or ``tf.Variable``); its short name,
+            rank and ``trainable`` flag are read.
+        decay_bias: whether biases are decayed too.
 
     Returns:
         True if ``g <- g + lambda * w`` is applied to this variable.
     """
+    if not getattr(variable, "trainable", True):
+        return False
     name = _short_name(variable)
-    if name == _KERNEL_NAME:
-        return True
-    if name == _BIAS_NAME:
+    if name.endswith(_BIAS_SUFFIX):
         return bool(decay_bias)
-    return False
+    if name in _NOT_DECAYED_NAMES:
+        return False
+    return len(variable.shape) >= 2
+
+
+def _describe(variable):
+    """A variable's path (Keras) or name (TF), for error messages."""
+    return getattr(variable, "path", None) or str(variable.name)
+
+
+def _check_decay_rule(decay_rule, decay_bias):
+    """Returns ``decay_rule`` (None or a callable), or raises if unusable."""
+    if decay_rule is None:
+        return None
+    if not callable(decay_rule):
+        raise TypeError(
+            "decay_rule must be a callable variable -> bool (or None for "
+            f"optimizers.decays_variable); got decay_rule={decay_rule!r}")
+    if decay_bias:
+        raise ValueError(
+            "decay_bias=True applies to the default rule only and would be "
+            f"ignored by decay_rule={decay_rule!r}; let the rule decide "
+            "biases, or drop decay_rule")
+    return decay_rule
+
+
+def _decision(decay_rule, variable):
+    """Calls ``decay_rule(variable)``; raises unless it returns a bool."""
+    decided = decay_rule(variable)
+    if not isinstance(decided, (bool, np.bool_)):
+        raise TypeError(
+            f"decay_rule {decay_rule!r} returned {decided!r} for variable "
+            f"{_describe(variable)!r}; it must return True or False")
+    return bool(decided)
 
 
 def momentum_correction_factor(lr_new, lr_old):
@@ -203,12 +262,13 @@ def _handle(variable):
 
 
 @gin.register
+@keras.saving.register_keras_serializable(package="tf_lbsgd")
 class MomentumSGD(keras.optimizers.Optimizer):
     """SGD with momentum, L2 weight decay and momentum correction.
 
     Each step, for each variable ``w`` with gradient ``g`` and rate ``eta``::
 
-        g <- g + lambda * w                   if decays_variable(w)   (R7)
+        g <- g + lambda * w                   if decays(w)            (R7)
 
     then, for ``velocity_form='unscaled'`` (no correction needed)::
 
@@ -258,17 +318,26 @@ class MomentumSGD(keras.optimizers.Optimizer):
         momentum_correction: apply ``c = eta / eta_old`` in the scaled form;
             ignored by the unscaled form, which needs none.
         l2_weight_decay: ``lambda`` >= 0, added to the gradient.
-        decay_bias: also decay ``bias`` variables.
+        decay_bias: also decay biases (default rule only).
         aggregate_gradients: sum the gradients over replicas in
             ``apply_gradients`` (Keras' default); False when the caller has
             already all-reduced them.
+        decay_rule: None for ``decays_variable`` (every weight matrix and
+            kernel, no normalisation parameter, biases as ``decay_bias``
+            says), or a callable ``variable -> bool`` deciding which
+            variables are decayed, called once per variable when the
+            optimizer is built. To save and load the optimizer without
+            ``custom_objects``, register the callable with
+            ``keras.saving.register_keras_serializable``.
         name: optimizer name.
         **kwargs: passed to ``keras.optimizers.Optimizer`` (e.g. ``clipnorm``);
             ``weight_decay`` (decoupled decay) is refused.
 
     Raises:
         ValueError: on an unknown ``velocity_form``, ``momentum`` outside
-            [0, 1), a negative ``l2_weight_decay`` or a ``weight_decay``.
+            [0, 1), a negative ``l2_weight_decay``, a ``weight_decay`` or
+            ``decay_bias=True`` with a ``decay_rule``.
+        TypeError: if ``decay_rule`` is not callable.
     """
 
     def __init__(self,
@@ -280,11 +349,13 @@ class MomentumSGD(keras.optimizers.Optimizer):
                  l2_weight_decay=1e-4,
                  decay_bias=False,
                  aggregate_gradients=True,
+                 decay_rule=None,
                  name="momentum_sgd",
                  **kwargs):
         momentum = _check_momentum(momentum)
         velocity_form = _check_velocity_form(velocity_form)
         l2_weight_decay = _check_l2_weight_decay(l2_weight_decay)
+        decay_rule = _check_decay_rule(decay_rule, decay_bias)
         _check_no_decoupled_decay(kwargs)
         super().__init__(
             learning_rate=_as_learning_rate(learning_rate), name=name, **kwargs)
@@ -295,6 +366,24 @@ class MomentumSGD(keras.optimizers.Optimizer):
         self.l2_weight_decay = l2_weight_decay
         self.decay_bias = bool(decay_bias)
         self.aggregate_gradients = bool(aggregate_gradients)
+        self.decay_rule = decay_rule
+
+    def decays(self, variable):
+        """Whether this optimizer adds ``lambda * w`` to ``variable``'s gradient.
+
+        Args:
+            variable: a ``keras.Variable`` (or ``tf.Variable``).
+
+        Returns:
+            ``decay_rule(variable)``, or ``decays_variable(variable,
+            decay_bias)`` without a rule.
+
+        Raises:
+            TypeError: if the rule returns something other than a bool.
+        """
+        if self.decay_rule is None:
+            return decays_variable(variable, self.decay_bias)
+        return _decision(self.decay_rule, variable)
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         """Keras' replica-context gradient sum, skipped when already done."""
@@ -320,7 +409,7 @@ class MomentumSGD(keras.optimizers.Optimizer):
             self.add_variable_from_reference(v, name="velocity")
             for v in var_list
         ]
-        self._decays = [decays_variable(v, self.decay_bias) for v in var_list]
+        self._decays = [self.decays(v) for v in var_list]
         self._velocity_rates = []
         if self._tracks_velocity_rate:
             self._velocity_rates = [
@@ -410,7 +499,12 @@ class MomentumSGD(keras.optimizers.Optimizer):
         self.assign_sub(variable, step)
 
     def get_config(self):
-        """Returns the constructor arguments (base ones included)."""
+        """Returns the constructor arguments (base ones included).
+
+        A ``learning_rate`` schedule and a ``decay_rule`` are Keras-serialised
+        (``keras.saving.serialize_keras_object``); ``from_config`` rebuilds
+        them.
+        """
         config = super().get_config()
         config.update({
             "momentum": self.momentum,
@@ -420,8 +514,29 @@ class MomentumSGD(keras.optimizers.Optimizer):
             "l2_weight_decay": self.l2_weight_decay,
             "decay_bias": self.decay_bias,
             "aggregate_gradients": self.aggregate_gradients,
+            "decay_rule": (
+                None if self.decay_rule is None
+                else keras.saving.serialize_keras_object(self.decay_rule)),
         })
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Rebuilds the optimizer from ``get_config()``'s dict.
+
+        Args:
+            config: the dict of ``get_config``.
+            custom_objects: optional names of unregistered classes and
+                functions (a schedule, a ``decay_rule``).
+
+        Returns:
+            A new ``MomentumSGD``.
+        """
+        config = dict(config)
+        if isinstance(config.get("decay_rule"), dict):
+            config["decay_rule"] = keras.saving.deserialize_keras_object(
+                config["decay_rule"], custom_objects=custom_objects)
+        return super().from_config(config, custom_objects=custom_objects)
 
 
 @gin.configurable
@@ -432,7 +547,8 @@ def build_optimizer(learning_rate,
                     momentum_correction=True,
                     l2_weight_decay=1e-4,
                     decay_bias=False,
-                    aggregate_gradients=True):
+                    aggregate_gradients=True,
+                    decay_rule=None):
     """Builds the paper's optimiser (R5-R7): momentum SGD with L2 decay.
 
     Args:
@@ -444,9 +560,13 @@ def build_optimizer(learning_rate,
         velocity_form: ``'unscaled'`` or ``'scaled'`` (see ``MomentumSGD``).
         momentum_correction: correct the scaled velocity on rate changes.
         l2_weight_decay: ``lambda``, 1e-4 in the paper (not scaled with kn).
-        decay_bias: also decay ``bias`` variables.
+        decay_bias: also decay biases (with the default rule).
         aggregate_gradients: False when the training loop all-reduces the
             gradients itself (``trainer.Trainer`` does).
+        decay_rule: None for ``decays_variable``, or a callable
+            ``variable -> bool`` choosing the decayed variables; in gin, a
+            configurable function, e.g.
+            ``build_optimizer.decay_rule = @my_decay_rule``.
 
     Returns:
         A ``MomentumSGD``.
@@ -460,4 +580,5 @@ def build_optimizer(learning_rate,
         l2_weight_decay=l2_weight_decay,
         decay_bias=decay_bias,
         aggregate_gradients=aggregate_gradients,
+        decay_rule=decay_rule,
     )
