@@ -233,6 +233,40 @@ def test_keras_serialize_round_trip(sched):
     np.testing.assert_array_equal(_values(clone, STEPS), _values(sched, STEPS))
 
 
+def _schedule_classes():
+    """Every LearningRateSchedule class that tf_lbsgd.schedules defines."""
+    return [value for value in vars(schedules).values()
+            if isinstance(value, type)
+            and issubclass(value, keras.optimizers.schedules.LearningRateSchedule)
+            and value.__module__ == schedules.__name__]
+
+
+def test_every_public_schedule_is_registered_with_keras_and_gin():
+    public = [c for c in _schedule_classes() if not c.__name__.startswith("_")]
+    assert {c.__name__ for c in public} == {
+        "StepDecay", "CosineDecay", "ConstantLR", "GradualWarmup",
+        "ConstantWarmup"}
+    for cls in public:
+        name = cls.__name__
+        assert keras.saving.get_registered_name(cls) == f"tf_lbsgd>{name}"
+        assert keras.saving.get_registered_object(f"tf_lbsgd>{name}") is cls
+        assert gin.get_configurable(f"schedules.{name}") is not None
+
+
+def test_nested_warmups_round_trip_without_custom_objects():
+    """A warmup of a warmup of a step decay, through Keras' serialisation."""
+    inner = schedules.ConstantWarmup(schedules.StepDecay(3.2, SPE_8K), 0.4,
+                                     10, SPE_8K)
+    sched = schedules.GradualWarmup(inner, 0.1, 5, SPE_8K)
+    config = keras.saving.serialize_keras_object(sched)
+    assert config["config"]["after"]["config"]["after"]["registered_name"] == (
+        "tf_lbsgd>StepDecay")
+    clone = keras.saving.deserialize_keras_object(config)
+    assert type(clone.after.after) is schedules.StepDecay
+    assert clone.get_config() == sched.get_config()
+    np.testing.assert_array_equal(_values(clone, STEPS), _values(sched, STEPS))
+
+
 def test_optimizer_config_round_trip():
     sched = schedules.build_learning_rate_schedule(8192, SPE_8K)
     opt = keras.optimizers.SGD(learning_rate=sched, momentum=0.9)

@@ -1,6 +1,6 @@
 """Learning-rate scaling and per-iteration schedules (Goyal et al., 2017).
 
-Implements rows R1-R4 of /work/shared/PAPER.md (arXiv:1706.02677):
+Implements recipe rows R1-R4 of Goyal et al. 2017 (arXiv:1706.02677):
 
 * R1, the linear scaling rule (Sec. 2.1), plus the square-root and "no scaling"
   variants used in the paper's ablations.
@@ -15,6 +15,12 @@ duration is given in epochs and converted to iterations by exactly one helper,
 :func:`epochs_to_steps`, so that boundaries are consistent everywhere. Decay
 boundaries are absolute epochs from the start of training (warmup included),
 as in the paper.
+
+Every schedule class is registered with Keras (``tf_lbsgd>StepDecay``, ...)
+and with gin (``schedules.StepDecay``, ...): an optimizer using one, nested
+warmups included, goes through ``model.save`` / ``keras.models.load_model``
+and ``keras.optimizers.serialize`` / ``deserialize`` without
+``custom_objects``.
 """
 
 import math
@@ -380,7 +386,7 @@ class _Warmup(_LearningRateSchedule):
     def get_config(self):
         """Returns the constructor arguments; ``after`` is Keras-serialised."""
         return {
-            "after": keras.optimizers.schedules.serialize(self.after),
+            "after": keras.saving.serialize_keras_object(self.after),
             "start_lr": self.start_lr,
             "warmup_epochs": self.warmup_epochs,
             "steps_per_epoch": self.steps_per_epoch,
@@ -390,6 +396,10 @@ class _Warmup(_LearningRateSchedule):
     def from_config(cls, config):
         """Rebuilds the schedule, deserialising the nested ``after`` schedule.
 
+        An unregistered ``after`` class is found through Keras' custom
+        object scope (``custom_objects`` of ``load_model`` or
+        ``keras.optimizers.deserialize``).
+
         Args:
             config: A dict as returned by :meth:`get_config`.
 
@@ -398,7 +408,7 @@ class _Warmup(_LearningRateSchedule):
         """
         config = dict(config)
         if isinstance(config["after"], dict):
-            config["after"] = keras.optimizers.schedules.deserialize(config["after"])
+            config["after"] = keras.saving.deserialize_keras_object(config["after"])
         return cls(**config)
 
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 
 @gin.register
+@keras.saving.register_keras_serializable(package="tf_lbsgd")
 class WorkerBatchNorm(keras.layers.Layer):
     """Batch normalisation with statistics over each worker's n examples (R9).
 
@@ -132,6 +133,9 @@ class WorkerBatchNorm(keras.layers.Layer):
         variable.assign(variable * self.momentum + value * (1.0 - self.momentum))
 
     def get_config(self):
+        """Returns the constructor arguments (Keras-registered as
+        ``tf_lbsgd>WorkerBatchNorm``: saved models load without
+        ``custom_objects``)."""
         config = super().get_config()
         config.update(momentum=self.momentum, epsilon=self.epsilon,
                       gamma_initializer=keras.initializers.serialize(
