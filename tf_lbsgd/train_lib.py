@@ -311,10 +311,10 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         if chief and stop.eval_pending and mode == "train_and_eval":
             outputs.write_metrics(model_dir, dict(
                 metrics, **{preemption.PENDING_EVAL_KEY: stop.step}))
-        # The CLI then exits without the interpreter's teardown.
-        controller.summary_manager.flush()
-        controller.eval_summary_manager.flush()
         raise
     finally:
         watcher.close()
+        # The CLI exits without the interpreter's teardown: events on disk.
+        controller.summary_manager.flush()
+        controller.eval_summary_manager.flush()
     return finish()
