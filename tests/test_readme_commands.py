@@ -54,7 +54,8 @@ from tool_loader import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 SHELL_LANGUAGES = ("sh", "bash", "shell")
-OTHER_LANGUAGES = ("text", "yaml")  # yaml: its container commands are read.
+OTHER_LANGUAGES = ("text", "yaml",  # yaml: its container commands are read.
+                   "python")  # Each python block is run as a script.
 _FENCE = re.compile(r"^([ \t]*)```([\w+-]*)[ \t]*$")
 _INLINE_COMMAND = re.compile(
     r"(tf-lbsgd|python3?|\.venv/bin/\S+|tools/\S+\.py|make|bazel|srun|kubectl)"
@@ -927,6 +928,24 @@ def untagged_blocks(text):
                          ids=[f"line{c.lines[0]}" for c in COMMANDS])
 def test_readme_command(command, workspace):
     rule_for(command).check(command.text, workspace)
+
+
+PYTHON_BLOCKS = [block for block in fenced_blocks(README_TEXT)
+                 if block.language == "python"]
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS,
+                         ids=[f"line{b.start}" for b in PYTHON_BLOCKS])
+def test_readme_python_block_runs(block, tmp_path):
+    """Each ```python block is a complete script: it runs as written, in an
+    empty directory, and exits 0."""
+    script = tmp_path / "readme_example.py"
+    script.write_text("\n".join(block.lines) + "\n")
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+        text=True, timeout=300, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # Tests of the reading itself, on small markdown.
