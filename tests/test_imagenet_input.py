@@ -90,7 +90,9 @@ def test_corrupt_images_are_skipped_and_counted(dirs):
     assert sorted(labels.numpy()) == sorted(list(range(CLASSES))
                                             * TRAIN_PER_CLASS)
     next(iterator)
-    assert data.skipped.value() in (CORRUPT, 2 * CORRUPT)
+    # The first epoch's, and as many of the second's as prefetching reached
+    # (seen: 3 of 4 on a fresh clone).
+    assert CORRUPT <= data.skipped.value() <= 2 * CORRUPT
     # A single pass counts exactly.
     counter = imagenet.SkipCounter()
     builder = tfds.builder("imagenet2012", data_dir=dirs[0])
