@@ -115,10 +115,10 @@ def _eval_boundaries(start, total, every_epochs, steps_per_epoch,
 
 
 def _metrics(run, global_batch, start_step, seconds_before, evaluator,
-             earlier, model_dir):
+             earlier):
     """The metrics.json of this run: throughput of the steps trained now,
-    the latest evaluation with the whole history (an earlier run's if
-    nothing was evaluated now)."""
+    the latest evaluation with the whole history (`earlier`, the earlier
+    run's metrics.json, where nothing was trained or evaluated now)."""
     step = int(run.global_step.numpy())
     steps_done = step - start_step
     seconds = float(run.train_seconds.numpy()) - seconds_before
@@ -135,8 +135,7 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
         if steps_done and seconds > 0 else None,
     }
     if not steps_done:  # Nothing trained now: keep the earlier throughput.
-        metrics["examples_per_second"] = outputs.read_metrics(model_dir).get(
-            "examples_per_second")
+        metrics["examples_per_second"] = earlier.get("examples_per_second")
     result = evaluator.last_output
     if result:
         metrics["eval"] = {
@@ -149,8 +148,8 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
             "top1_error_history": evaluator.history,
             "evaluated_steps": evaluator.steps,
         }
-    elif earlier:  # No evaluation now: keep the last one (and its history).
-        metrics["eval"] = earlier
+    elif earlier.get("eval"):  # None now: keep the last (and its history).
+        metrics["eval"] = earlier["eval"]
     return metrics
 
 
@@ -258,7 +257,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         gradient_allreduce=allreduce.GradientAllReduce(),
         skipped_steps=run_.skipped_steps, jit_compile=jit_compile,
         replica_statistics=statistics)
-    earlier = outputs.read_metrics(model_dir).get("eval", {})
+    record = outputs.read_metrics(model_dir)  # An earlier run's, or {}.
+    earlier = record.get("eval", {})
     evaluator = Evaluator(strategy, run_.model, eval_ds, run_.global_step,
                           history=earlier.get("top1_error_history"),
                           steps=earlier.get("evaluated_steps"),
@@ -288,7 +288,7 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
 
     def finish():
         metrics = _metrics(run_, global_batch, start_step, seconds_before,
-                           evaluator, earlier, model_dir)
+                           evaluator, record)
         if chief:
             outputs.write_metrics(model_dir, metrics)
         return metrics
@@ -298,8 +298,7 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
             stops = _eval_boundaries(start_step, run_.total_steps,
                                      eval_every_epochs, run_.steps_per_epoch,
                                      eval_at_epochs)
-            pending = outputs.read_metrics(model_dir).get(
-                preemption.PENDING_EVAL_KEY)
+            pending = record.get(preemption.PENDING_EVAL_KEY)
             _train(controller, run_, stops, mode == "train_and_eval",
                    eval_first=(mode == "train_and_eval"
                                and pending == start_step))
