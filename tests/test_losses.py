@@ -1,5 +1,10 @@
-"""R8 (Remark 3): per-replica loss = summed per-example loss / global batch."""
+"""Losses: R8's per-replica normalisation and the label-smoothed loss.
 
+R8 (Remark 3): per-replica loss = summed per-example loss / global batch.
+"""
+
+import gin
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -78,3 +83,79 @@ def test_allreduce_of_replica_losses_under_mirrored_strategy():
 def test_rejects_non_positive_global_batch():
     with pytest.raises(ValueError, match="global_batch_size must be positive"):
         losses.global_batch_loss(tf.ones([3]), 0)
+
+
+# --- Label smoothing (Szegedy et al. 2016) ---------------------------------
+
+def _smoothed_targets(labels, classes, eps):
+    """(1 - eps) * onehot + eps / C, in float64."""
+    return (1.0 - eps) * np.eye(classes)[labels] + eps / classes
+
+
+def _numpy_smoothed_cross_entropy(labels, logits, eps):
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    targets = _smoothed_targets(labels, logits.shape[1], eps)
+    return -(targets * log_probs).sum(axis=1)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.4])
+def test_smoothed_cross_entropy_matches_numpy_and_keras(eps):
+    w, x, y = _model_and_batch(classes=7)
+    logits = (x @ w.numpy()) * 3.0  # Confident logits: smoothing matters.
+    got = losses.per_example_cross_entropy(y, logits, eps).numpy()
+    assert got.dtype == np.float32 and got.shape == (len(y),)
+    np.testing.assert_allclose(
+        got, _numpy_smoothed_cross_entropy(y, logits, eps), rtol=1e-5,
+        atol=1e-6)
+    keras_loss = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=eps, reduction=None)
+    np.testing.assert_allclose(
+        got, keras_loss(np.eye(7, dtype="f4")[y], logits).numpy(),
+        rtol=1e-5, atol=1e-6)
+    if eps:  # It is not the plain loss.
+        plain = losses.per_example_cross_entropy(y, logits).numpy()
+        assert np.abs(got - plain).max() > 1e-2
+
+
+def test_smoothed_gradient_is_softmax_minus_smoothed_targets():
+    _, x, y = _model_and_batch(classes=4)
+    logits = tf.constant(x[:, :4].astype(np.float16))  # Mixed-precision logits.
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = tf.reduce_sum(losses.per_example_cross_entropy(y, logits, 0.2))
+    assert loss.dtype == tf.float32
+    z = x[:, :4].astype(np.float16).astype(np.float64)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(tape.gradient(loss, logits).numpy(),
+                               p - _smoothed_targets(y, 4, 0.2), atol=2e-3)
+
+
+def test_no_smoothing_is_todays_loss_exactly():
+    w, x, y = _model_and_batch()
+    logits = x @ w.numpy()
+    today = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits).numpy()
+    np.testing.assert_array_equal(
+        losses.per_example_cross_entropy(y, logits).numpy(), today)
+    np.testing.assert_array_equal(
+        losses.SoftmaxCrossEntropy()(y, logits).numpy(), today)
+
+
+def test_label_smoothing_set_in_gin():
+    gin.parse_config("SoftmaxCrossEntropy.label_smoothing = 0.25")
+    loss = losses.SoftmaxCrossEntropy()
+    assert loss.label_smoothing == 0.25
+    w, x, y = _model_and_batch()
+    np.testing.assert_allclose(
+        loss(y, x @ w.numpy()).numpy(),
+        _numpy_smoothed_cross_entropy(y, x @ w.numpy(), 0.25), rtol=1e-5)
+
+
+@pytest.mark.parametrize("eps", [-0.1, 1.0, 1.5, float("nan")])
+def test_rejects_label_smoothing_outside_zero_one(eps):
+    with pytest.raises(ValueError, match=f"label_smoothing must be in "
+                                         rf"\[0, 1\), got {eps}"):
+        losses.SoftmaxCrossEntropy(label_smoothing=eps)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        losses.per_example_cross_entropy([0], [[1.0, 2.0]], eps)

@@ -19,6 +19,7 @@ orbit runs `steps_per_loop` of these inside one `tf.function` (a
 import math
 import time
 
+from absl import logging
 import keras
 import numpy as np
 import orbit
@@ -96,6 +97,9 @@ class Trainer(orbit.StandardTrainer):
             which XLA fuses better: `layers.set_fused`).
         replica_statistics: the model's `layers.ReplicaStatistics`, synced
             before each loop (shared with the `Evaluator`); None for none.
+        loss_fn: callable (labels, logits) -> [n] float32 per-example losses,
+            e.g. `losses.SoftmaxCrossEntropy(label_smoothing=0.1)`; None for
+            the plain softmax cross-entropy. `train/loss` reports it.
 
     Raises:
         ValueError: if the optimizer would all-reduce the gradients again.
@@ -104,7 +108,7 @@ class Trainer(orbit.StandardTrainer):
     def __init__(self, strategy, model, optimizer, train_dataset,
                  global_batch_size, global_step, extra_outputs=None,
                  gradient_allreduce=None, skipped_steps=None,
-                 jit_compile=False, replica_statistics=None):
+                 jit_compile=False, replica_statistics=None, loss_fn=None):
         inner = getattr(optimizer, "inner_optimizer", optimizer)
         if getattr(inner, "aggregate_gradients", True):
             raise ValueError(
@@ -119,6 +123,7 @@ class Trainer(orbit.StandardTrainer):
         self.global_batch_size = global_batch_size
         self.global_step = global_step
         self.extra_outputs = extra_outputs
+        self.loss_fn = loss_fn or losses.per_example_cross_entropy
         self.gradient_allreduce = (gradient_allreduce
                                    or allreduce.GradientAllReduce())
         self.loss_scaling = isinstance(optimizer,
@@ -147,7 +152,7 @@ class Trainer(orbit.StandardTrainer):
         """This replica's logits, loss (R8) and gradients of the scaled loss."""
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
-            per_example = losses.per_example_cross_entropy(labels, logits)
+            per_example = self.loss_fn(labels, logits)
             loss = losses.global_batch_loss(per_example, self.global_batch_size)
             scaled = (self.optimizer.scale_loss(loss) if self.loss_scaling
                       else loss)
@@ -208,8 +213,44 @@ def median_of_final(errors, count=5):
     return float(np.median(errors[-count:]))
 
 
+def check_top_k(top_k):
+    """Checks the k of the top-k errors an `Evaluator` reports.
+
+    Args:
+        top_k: a sequence of distinct positive ints that includes 1.
+
+    Returns:
+        `top_k` as a tuple of ints, in the given order.
+
+    Raises:
+        ValueError: naming the offending `top_k`.
+    """
+    if isinstance(top_k, (int, np.integer, str)):
+        raise ValueError(f"top_k must be a sequence of ints such as (1, 5), "
+                         f"got {top_k!r}")
+    ks = tuple(top_k)
+    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer))
+           or k < 1 for k in ks):
+        raise ValueError(f"top_k must hold positive ints, got {top_k!r}")
+    if 1 not in ks:
+        raise ValueError(f"top_k must include 1 (the evaluation history and "
+                         f"its median, R14, are of the top-1 error), got "
+                         f"{top_k!r}")
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"top_k has duplicates, got {top_k!r}")
+    return tuple(int(k) for k in ks)
+
+
+def _num_classes(model):
+    """The model's number of logits if its output shape is known, else None."""
+    try:
+        return model.outputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
 class Evaluator(orbit.StandardEvaluator):
-    """Loss, top-1 and top-5 error over the whole evaluation set.
+    """Loss and top-k errors (top-1, top-5 by default) of the evaluation set.
 
     The evaluation dataset yields (images, labels, weights) with weight 0 on
     the padding that fills the last global batch, so every example counts
@@ -220,10 +261,41 @@ class Evaluator(orbit.StandardEvaluator):
     re-run, `--mode=eval`) reports the result but records nothing new.
     With `replica_statistics` (the Trainer's), every replica evaluates with
     the BN moving statistics that a checkpoint of this step saves.
+
+    It reports `eval/top{k}_error` for each k of `top_k`. A k at or above
+    the number of classes counts every example as a hit (error 0, logged as
+    a warning when the model's output shape says so). `eval/loss` is the
+    weighted mean of `loss_fn`: given the Trainer's label-smoothed loss (as
+    Model Garden's image classification task does) it includes the smoothing
+    and compares with `train/loss`; the errors do not depend on it.
+
+    Args:
+        strategy: the `tf.distribute.Strategy` (k replicas).
+        model: the Keras model returning logits.
+        eval_dataset: a distributed dataset of (images, labels, weights).
+        global_step: the step counter; one history record per step.
+        history: an earlier run's top-1 errors, oldest first.
+        steps: the steps at which `history` was evaluated.
+        replica_statistics: the Trainer's `layers.ReplicaStatistics`.
+        top_k: the k of the reported top-k errors; must include 1.
+        loss_fn: callable (labels, logits) -> [n] float32 per-example losses;
+            None for the plain softmax cross-entropy.
+
+    Raises:
+        ValueError: for a bad `top_k` (see `check_top_k`), or history and
+            steps of different lengths.
     """
 
     def __init__(self, strategy, model, eval_dataset, global_step,
-                 history=None, steps=None, replica_statistics=None):
+                 history=None, steps=None, replica_statistics=None,
+                 top_k=(1, 5), loss_fn=None):
+        self.top_k = check_top_k(top_k)
+        num_classes = _num_classes(model)
+        if num_classes is not None and max(self.top_k) >= num_classes:
+            logging.warning(
+                "top_k %s: with %d classes, the top-%d error is 0 by "
+                "definition", self.top_k, num_classes, max(self.top_k))
+        self.loss_fn = loss_fn or losses.per_example_cross_entropy
         # orbit would wrap eval_step in a tf.function taking the iterator,
         # and each evaluation's new iterator costs a slow retrace (measured:
         # 7 s for the first pass over 10k images, 21 s for every later one).
@@ -245,7 +317,8 @@ class Evaluator(orbit.StandardEvaluator):
                 f"{len(self.steps)} evaluated steps")
         self.last_output = None
         with strategy.scope():
-            self.sums = _Accumulators(["loss", "top1", "top5", "examples"])
+            self.sums = _Accumulators(
+                ["loss"] + [f"top{k}" for k in self.top_k] + ["examples"])
 
     def eval_begin(self):
         if self.replica_statistics is not None:  # Score the saved model.
@@ -254,11 +327,11 @@ class Evaluator(orbit.StandardEvaluator):
 
     def _replica_step(self, images, labels, weights):
         logits = self.model(images, training=False)
-        per_example = losses.per_example_cross_entropy(labels, logits)
+        per_example = self.loss_fn(labels, logits)
+        hits = {f"top{k}": top_k_correct(labels, logits, k, weights)
+                for k in self.top_k}
         self.sums.add(loss=tf.reduce_sum(per_example * weights),
-                      top1=top_k_correct(labels, logits, 1, weights),
-                      top5=top_k_correct(labels, logits, 5, weights),
-                      examples=tf.reduce_sum(weights))
+                      examples=tf.reduce_sum(weights), **hits)
 
     # Called before every batch if set; it may raise to abandon the
     # evaluation (train_lib: `preemption.PreemptionWatcher`), which then
@@ -273,15 +346,16 @@ class Evaluator(orbit.StandardEvaluator):
     def eval_end(self):
         sums = self.sums.read()
         count = max(sums["examples"], 1.0)
-        top1_error = 1.0 - sums["top1"] / count
+        top1_error = 1.0 - sums["top1"] / count  # Always in top_k.
         step = int(self.global_step.numpy())
         if step not in self.steps:  # One record per checkpoint step.
             self.history.append(top1_error)
             self.steps.append(step)
+        errors = {f"eval/top{k}_error": 1.0 - sums[f"top{k}"] / count
+                  for k in self.top_k}
         self.last_output = {
             "eval/loss": sums["loss"] / count,
-            "eval/top1_error": top1_error,
-            "eval/top5_error": 1.0 - sums["top5"] / count,
+            **errors,
             "eval/median5_top1_error": median_of_final(self.history),
             "eval/examples": sums["examples"],
         }
