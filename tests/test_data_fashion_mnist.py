@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_lbsgd.data import adapters
 from tf_lbsgd.data import fashion_mnist as fm
 
 DATA_DIR = fm.DEFAULT_DATA_DIR
@@ -93,9 +94,9 @@ def test_augmentation_is_a_padded_crop_and_flip(train):
 def test_augmentation_depends_on_seed_and_position_only(train):
     images = tf.constant(np.repeat(train[0][:1], 8, axis=0))
     positions = tf.range(100, 108, dtype=tf.int64)
-    first = fm._augment_batch(images, positions, SEED, 2).numpy()
-    again = fm._augment_batch(images, positions, SEED, 2).numpy()
-    other_seed = fm._augment_batch(images, positions, SEED + 1, 2).numpy()
+    first = fm.augment_batch(images, adapters.example_seeds(SEED, positions), 2).numpy()
+    again = fm.augment_batch(images, adapters.example_seeds(SEED, positions), 2).numpy()
+    other_seed = fm.augment_batch(images, adapters.example_seeds(SEED + 1, positions), 2).numpy()
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other_seed)
     # Same image, different positions: not all augmented alike.

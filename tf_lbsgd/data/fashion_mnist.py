@@ -3,7 +3,8 @@
 60,000 training and 10,000 test images, 28x28 grey levels, 10 classes, read
 from the gzipped idx files (no download at run time). Both splits are small
 (47 MB of training pixels), so the dataset functions gather batches from
-in-memory tensors by the example indices of `sharding.py` (R12).
+in-memory tensors by the example indices of `sharding.py` (R12), through
+`adapters.from_arrays` like any in-memory data set.
 
 Preprocessing (PAPER.md R13 adapted to 28x28): training images are randomly
 cropped back to 28x28 from the image zero-padded by `pad` pixels and randomly
@@ -23,8 +24,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from tf_lbsgd.data import sharding
-from tf_lbsgd.data import source
+from tf_lbsgd.data import adapters
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 INSTALL_COMMAND = "sudo apt-get install -y dataset-fashion-mnist"
@@ -163,64 +163,21 @@ def augment_example(image, seed, pad=2):
     return image[..., 0]
 
 
-def _augment_batch(images, positions, seed, pad):
-    """Augments each image of a batch with the seed (seed, its position)."""
-    seeds = tf.stack(
-        [tf.fill(tf.shape(positions), tf.cast(seed, tf.int64)), positions], axis=1)
+def augment_batch(images, seeds, pad=2):
+    """`augment_example` of each image with its seed (int64 [n, 2])."""
     return tf.map_fn(lambda args: augment_example(args[0], args[1], pad),
                      (images, seeds), fn_output_signature=tf.float32)
-
-
-def _train_dataset_fn(images, labels, augment, pad):
-    """Returns the `train_dataset_fn` of `fashion_mnist` over in-memory arrays."""
-
-    def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
-        images_t = tf.constant(images)
-        labels_t = tf.constant(labels)
-
-        def batch(indices, positions):
-            x = tf.gather(images_t, indices)
-            if augment:
-                x = _augment_batch(x, positions, seed, pad)
-            return normalize(x), tf.gather(labels_t, indices)
-
-        dataset = sharding.train_index_dataset(
-            len(labels), per_replica_batch_size, input_context, seed,
-            start_step=start_step, with_positions=True)
-        dataset = dataset.map(batch, num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    return dataset_fn
-
-
-def _eval_dataset_fn(images, labels):
-    """Returns the `eval_dataset_fn` of `fashion_mnist` over in-memory arrays."""
-
-    def dataset_fn(input_context, per_replica_batch_size):
-        images_t = tf.constant(images)
-        labels_t = tf.constant(labels)
-
-        def batch(indices, weights):
-            return (normalize(tf.gather(images_t, indices)),
-                    tf.gather(labels_t, indices), weights)
-
-        dataset = sharding.eval_index_dataset(
-            len(labels), per_replica_batch_size, input_context)
-        dataset = dataset.map(batch, num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    return dataset_fn
 
 
 @gin.configurable
 def fashion_mnist(data_dir=DEFAULT_DATA_DIR, augment=True, pad=2):
     """Fashion-MNIST as a `DataSource` (the embedded default data set).
 
-    Both splits are loaded once into numpy arrays; each input pipeline turns
-    them into tensors when its dataset is built (so that calling this function
-    does not initialise the TensorFlow runtime before the devices are set up).
+    Both splits are loaded once into numpy arrays and served by
+    `adapters.from_arrays`, as a user's own in-memory data is; each input
+    pipeline turns them into tensors when its dataset is built (so that
+    calling this function does not initialise the TensorFlow runtime before
+    the devices are set up).
 
     Args:
         data_dir: Directory of the gzipped idx files.
@@ -238,13 +195,14 @@ def fashion_mnist(data_dir=DEFAULT_DATA_DIR, augment=True, pad=2):
     """
     if pad < 0:
         raise ValueError(f"pad must be non-negative, got {pad}")
-    train_images, train_labels = load_fashion_mnist(data_dir, "train")
-    test_images, test_labels = load_fashion_mnist(data_dir, "test")
-    return source.DataSource(
-        name="fashion_mnist",
-        num_train=len(train_labels),
-        num_eval=len(test_labels),
-        num_classes=NUM_CLASSES,
-        image_shape=IMAGE_SHAPE,
-        train_dataset_fn=_train_dataset_fn(train_images, train_labels, augment, pad),
-        eval_dataset_fn=_eval_dataset_fn(test_images, test_labels))
+    def train_map_fn(images, labels, seeds):
+        if augment:
+            images = augment_batch(images, seeds, pad)
+        return normalize(images), labels
+
+    return adapters.from_arrays(
+        train=load_fashion_mnist(data_dir, "train"),
+        eval=load_fashion_mnist(data_dir, "test"),
+        num_classes=NUM_CLASSES, train_map_fn=train_map_fn,
+        eval_map_fn=lambda images, labels: (normalize(images), labels),
+        image_shape=IMAGE_SHAPE, name="fashion_mnist")

@@ -52,6 +52,29 @@ def _layout(num_examples, per_replica_batch_size, input_context):
                    num_replicas // num_pipelines, input_context.input_pipeline_id)
 
 
+def pipeline_rows(per_replica_batch_size, input_context):
+    """Where this pipeline's part lies in each global batch of B = K * n.
+
+    Args:
+        per_replica_batch_size: n, the examples per replica and step.
+        input_context: The `tf.distribute.InputContext` of this pipeline.
+
+    Returns:
+        `(global_batch, first_row, replicas_per_pipeline)`: pipeline w feeds
+        the R = K / W replicas `w * R ... w * R + R - 1`, i.e. rows
+        `first_row = w * R * n` to `first_row + R * n - 1` of every global
+        batch, n rows per replica in that order (the module docstring).
+
+    Raises:
+        ValueError: If n is not positive or the replicas do not split evenly
+            among the input pipelines.
+    """
+    layout = _layout(1, per_replica_batch_size, input_context)
+    rows = layout.replicas_per_pipeline * layout.per_replica
+    return (_global_batch(layout), layout.pipeline_id * rows,
+            layout.replicas_per_pipeline)
+
+
 def _global_batch(layout):
     """Returns B = K * n."""
     return layout.num_replicas * layout.per_replica

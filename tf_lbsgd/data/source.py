@@ -11,10 +11,13 @@ are called once per input pipeline by
 - `eval_dataset_fn(input_context, per_replica_batch_size)` returns one pass of
   per-replica evaluation batches `(images, labels, weights)` in which padding
   examples have weight 0 (see `sharding.eval_index_dataset`).
+
+`adapters.from_arrays` and `adapters.from_dataset` build one from a user's
+in-memory arrays or `tf.data.Dataset`.
 """
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import tensorflow as tf
 
@@ -31,21 +34,23 @@ class DataSource:
         name: Short name of the data set, e.g. "fashion_mnist".
         num_train: Number N of training examples (one epoch).
         num_eval: Number of evaluation examples.
-        num_classes: Number of label classes.
+        num_classes: Number of label classes; None to take it from the
+            model's output (a user's data, `adapters`).
         image_shape: Shape of one preprocessed image, (height, width, channels).
         train_dataset_fn: `(input_context, per_replica_batch_size, seed,
             start_step) -> tf.data.Dataset` of `(images, labels)`.
         eval_dataset_fn: `(input_context, per_replica_batch_size) ->
-            tf.data.Dataset` of `(images, labels, weights)`.
+            tf.data.Dataset` of `(images, labels, weights)`; None when
+            there is no evaluation set (the run can only train).
     """
 
     name: str
     num_train: int
     num_eval: int
-    num_classes: int
+    num_classes: Optional[int]
     image_shape: tuple
     train_dataset_fn: TrainDatasetFn
-    eval_dataset_fn: EvalDatasetFn
+    eval_dataset_fn: Optional[EvalDatasetFn]
 
 
 def check_positive(name, value):
