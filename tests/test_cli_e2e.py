@@ -7,8 +7,11 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
+
+from tf_lbsgd.data import fashion_mnist
 
 SMALL = [  # k = 2 simulated workers x n = 32: 937.5 steps per epoch.
     "--gin_bindings=distribute.build_strategy.num_replicas = 2",
@@ -76,6 +79,7 @@ def test_writes_events_checkpoint_config_and_metrics(first_run):
     assert metrics["eval"]["median5_top1_error"] == metrics["eval"]["top1_error"]
     assert "eval/median5_top1_error" in _tags(os.path.join(model_dir, "eval"))
     assert "step 4/4" in result.stdout  # The progress display.
+    assert os.listdir(os.path.join(model_dir, "export")) == ["4"]
 
 
 def test_second_run_resumes_and_a_finished_run_does_no_more(first_run):
@@ -93,6 +97,22 @@ def test_second_run_resumes_and_a_finished_run_does_no_more(first_run):
     assert metrics["global_step"] == 8
     # The history carries over runs: the first run's eval, then this one's.
     assert len(metrics["eval"]["top1_error_history"]) == 2
+    # The finished training run exported its model; --mode=export does it
+    # again from the newest checkpoint.
+    export = os.path.join(model_dir, "export", "8")
+    assert os.path.isfile(os.path.join(export, "saved_model.pb"))
+    shutil.rmtree(os.path.join(model_dir, "export"))
+    exported = _cli(model_dir, *SMALL, "--mode=export",
+                    "--gin_bindings=train_lib.run.epochs = 0.008")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    # Served on all 10,000 test images, it scores what the checkpoint did.
+    serve = tf.saved_model.load(export).signatures["serving_default"]
+    images, labels = fashion_mnist.load_fashion_mnist(split="test")
+    logits = np.concatenate([
+        serve(images=fashion_mnist.normalize(images[i:i + 2000]))["logits"]
+        for i in range(0, len(labels), 2000)])
+    assert np.mean(logits.argmax(-1) != labels) == pytest.approx(
+        metrics["eval"]["top1_error"], abs=2e-4)
 
 
 def test_divergence_exits_3_and_keeps_the_last_checkpoint(first_run,

@@ -30,7 +30,7 @@ CONFIG_ERROR_EXIT_CODE = 2
 USAGE = f"""Trains and evaluates with large-minibatch synchronous SGD.
 
 USAGE: tf-lbsgd --model_dir=DIR [--gin_file=FILE ...] [--gin_bindings=B ...]
-                [--mode=train|eval|train_and_eval]
+                [--mode=train|eval|train_and_eval|export]
 
 The job is {DEFAULT_GIN_FILE} unless --gin_file names another: an
 experiment file first, then any distribute/ or precision/ file to add, e.g.
@@ -52,9 +52,11 @@ _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None,
     "Directory for checkpoints, TensorBoard events (train/, eval/), "
     "operative_config.gin and metrics.json. Re-running resumes from it.")
-_MODE = flags.DEFINE_enum("mode", "train_and_eval",
-                          ["train", "eval", "train_and_eval"],
-                          "What to run.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train_and_eval", ["train", "eval", "train_and_eval", "export"],
+    "What to run: train, evaluate the newest checkpoint, both, or export the "
+    "newest checkpoint as a SavedModel to model_dir/export/<step>/ (a "
+    "finished training run exports by itself).")
 _TRACEBACK = flags.DEFINE_bool(
     "traceback", False,
     "On a configuration error, print the Python traceback before the "

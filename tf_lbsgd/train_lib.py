@@ -1,12 +1,18 @@
-"""The gin root: builds strategy, data, model and optimizer, then runs orbit.
+"""One run of the recipe: strategy, data, model and optimizer, then orbit.
 
-Everything is created inside `strategy.scope()`; `run` is the one
-`@gin.configurable` entry point (bindings such as `train_lib.run.epochs = 2`).
+`train_model` is the run itself, for any data source and Keras model (the
+Python API, `api.train`, is a user of it); `run` is the one
+`@gin.configurable` entry point of the CLI (bindings such as
+`train_lib.run.epochs = 2`), a thin user of it too. Everything is created
+inside `strategy.scope()`.
 """
 
+import dataclasses
 import os
 import time
+from typing import Optional
 
+from absl import logging
 import gin
 import keras
 import orbit
@@ -15,22 +21,27 @@ import tensorflow as tf
 from tf_lbsgd import allreduce
 from tf_lbsgd import checkpoints
 from tf_lbsgd import distribute
+from tf_lbsgd import export as export_lib
+from tf_lbsgd import losses
 from tf_lbsgd import optimizers
 from tf_lbsgd import outputs
 from tf_lbsgd import precision as precision_lib
 from tf_lbsgd import preemption
 from tf_lbsgd import schedules
+from tf_lbsgd import warm_start
 from tf_lbsgd.data import source
+from tf_lbsgd.models import adapt
 from tf_lbsgd.models import layers
 from tf_lbsgd.progress import ProgressReporter
 from tf_lbsgd.trainer import Evaluator
 from tf_lbsgd.trainer import Trainer
 
-MODES = ("train", "eval", "train_and_eval")
+MODES = ("train", "eval", "train_and_eval", "export")
+EXPORT_DIR = "export"  # model_dir/export/<step>/: the SavedModel.
 
 
 def resolve_batch_sizes(num_replicas, per_replica_batch_size,
-                        global_batch_size):
+                        global_batch_size, where="train_lib.run."):
     """Returns (n, kn): per-replica and global batch (kn = k * n).
 
     Either size may be given; if both are, they must agree.
@@ -41,10 +52,10 @@ def resolve_batch_sizes(num_replicas, per_replica_batch_size,
             sizes disagree.
     """
     if global_batch_size is None:
-        source.check_positive("train_lib.run.per_replica_batch_size",
+        source.check_positive(f"{where}per_replica_batch_size",
                               per_replica_batch_size)
         return per_replica_batch_size, per_replica_batch_size * num_replicas
-    source.check_positive("train_lib.run.global_batch_size", global_batch_size)
+    source.check_positive(f"{where}global_batch_size", global_batch_size)
     n = source.check_divisible(global_batch_size, num_replicas)
     if per_replica_batch_size not in (None, n):
         raise ValueError(
@@ -57,8 +68,8 @@ def resolve_batch_sizes(num_replicas, per_replica_batch_size,
 class _Run:
     """The objects of one run, built under the strategy's scope."""
 
-    def __init__(self, strategy, data, model_fn, n, global_batch, epochs,
-                 seed, precision_name):
+    def __init__(self, strategy, data, model, global_batch, epochs, seed,
+                 precision_name, schedule_fn, optimizer_fn):
         self.strategy = strategy
         self.data = data
         self.steps_per_epoch = data.num_train / global_batch
@@ -67,13 +78,13 @@ class _Run:
         keras.utils.set_random_seed(seed)  # Same initial weights every run.
         with strategy.scope():
             with precision_lib.dtype_policy(precision_name):
-                self.model = model_fn(input_shape=data.image_shape,
-                                      num_classes=data.num_classes)
-            schedule = schedules.build_learning_rate_schedule(
+                self.model, self.num_classes = adapt.build_in_scope(
+                    model, strategy, data.image_shape, data.num_classes)
+            schedule = schedule_fn(
                 global_batch_size=global_batch,
                 steps_per_epoch=self.steps_per_epoch, total_epochs=epochs)
-            self.optimizer = optimizers.build_optimizer(
-                learning_rate=schedule, aggregate_gradients=False)
+            self.optimizer = optimizer_fn(learning_rate=schedule,
+                                          aggregate_gradients=False)
             if precision_name == "mixed_float16":
                 self.optimizer = precision_lib.with_loss_scaling(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
@@ -93,8 +104,10 @@ class _Run:
 def _datasets(run, n, seed, start_step):
     train = run.strategy.distribute_datasets_from_function(
         lambda ctx: run.data.train_dataset_fn(ctx, n, seed, start_step))
-    evaluation = run.strategy.distribute_datasets_from_function(
-        lambda ctx: run.data.eval_dataset_fn(ctx, n))
+    evaluation = None
+    if run.data.eval_dataset_fn is not None:
+        evaluation = run.strategy.distribute_datasets_from_function(
+            lambda ctx: run.data.eval_dataset_fn(ctx, n))
     return train, evaluation
 
 
@@ -136,12 +149,13 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
     }
     if not steps_done:  # Nothing trained now: keep the earlier throughput.
         metrics["examples_per_second"] = earlier.get("examples_per_second")
-    result = evaluator.last_output
+    result = evaluator.last_output if evaluator is not None else None
     if result:
         metrics["eval"] = {
             "top1_accuracy": 1.0 - result["eval/top1_error"],
-            "top1_error": result["eval/top1_error"],
-            "top5_error": result["eval/top5_error"],
+            # top1_error, top5_error, ...: each of the evaluator's top_k.
+            **{key[len("eval/"):]: value for key, value in result.items()
+               if key.startswith("eval/top") and key.endswith("_error")},
             "loss": result["eval/loss"],
             "examples": result["eval/examples"],
             "median5_top1_error": result["eval/median5_top1_error"],
@@ -189,22 +203,64 @@ def _task_id(strategy):
     return int(getattr(resolver, "task_id", None) or 0)
 
 
-@gin.configurable(denylist=["model_dir", "mode"])
-def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
-        model_fn=gin.REQUIRED, per_replica_batch_size=32,
-        global_batch_size=None, epochs=gin.REQUIRED, seed=0,
-        steps_per_loop=50, eval_every_epochs=1.0, eval_at_epochs=(),
-        checkpoint_every_steps=500, keep_checkpoints=3,
-        precision="float32", jit_compile=False):
-    """Trains and/or evaluates a model with the large-minibatch recipe.
+@dataclasses.dataclass
+class TrainResult:
+    """What a run returns.
+
+    Attributes:
+        model: the trained Keras model (its variables mirrored by the run's
+            strategy; `model.predict` and `model.save` work on it).
+        metrics: the dict also written to model_dir/metrics.json.
+        model_dir: the run's directory.
+        export_path: the SavedModel written by this run, or None.
+    """
+
+    model: keras.Model
+    metrics: dict
+    model_dir: str
+    export_path: Optional[str] = None
+
+
+def _check_mode(mode, data):
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
+    if mode in ("eval", "train_and_eval") and data.eval_dataset_fn is None:
+        raise ValueError(f"mode={mode!r} evaluates, but data set "
+                         f"{data.name!r} has no evaluation examples; pass "
+                         f"them, or use mode='train'")
+
+
+def _export(run_, statistics, model_dir, chief):
+    """Writes model_dir/export/<step>/ (every worker takes part, the chief
+    writes); returns its path."""
+    statistics.sync()  # The BN statistics a checkpoint saves.
+    return export_lib.export_saved_model(
+        run_.model, os.path.join(model_dir, EXPORT_DIR),
+        step=int(run_.global_step.numpy()), write=chief)
+
+
+def train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
+                per_replica_batch_size=32, global_batch_size=None,
+                epochs=None, seed=0, steps_per_loop=50, eval_every_epochs=1.0,
+                eval_at_epochs=(), checkpoint_every_steps=500,
+                keep_checkpoints=3, precision="float32", jit_compile=False,
+                schedule_fn=None, optimizer_fn=None, loss_fn=None,
+                eval_top_k=(1, 5), gradient_allreduce=None, init_checkpoint=None,
+                init_skip_classifier=False, export=True,
+                where="train_lib.run."):
+    """Trains, evaluates or exports a model with the large-minibatch recipe.
 
     Args:
-        model_dir: where checkpoints, events, the operative config and
-            metrics.json go. Re-running resumes from its last checkpoint.
-        mode: `train`, `eval` or `train_and_eval`.
-        data: a callable returning a `source.DataSource` (e.g.
-            `@fashion_mnist`).
-        model_fn: a callable(input_shape, num_classes) returning a Keras model.
+        model_dir: where checkpoints, events, the operative config,
+            metrics.json and the export go. Re-running resumes from its last
+            checkpoint.
+        data: a `source.DataSource` (`adapters.from_arrays`,
+            `adapters.from_dataset`, `fashion_mnist`, `imagenet`, ...).
+        model: a `keras.Model` or a callable(input_shape=, num_classes=)
+            returning one (`adapt.build_in_scope`).
+        strategy: the `tf.distribute.Strategy`; None for
+            `distribute.build_strategy()`.
+        mode: `train`, `eval`, `train_and_eval` or `export`.
         per_replica_batch_size: n, examples per worker (R9).
         global_batch_size: kn; if given, n is derived from it.
         epochs: training length in epochs.
@@ -219,54 +275,92 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         precision: `float32`, `mixed_float16` (with dynamic loss scaling,
             `precision.with_loss_scaling`) or `mixed_bfloat16`.
         jit_compile: compile the forward and backward pass with XLA.
+        schedule_fn: callable(global_batch_size=, steps_per_epoch=,
+            total_epochs=) returning the learning-rate schedule; None for
+            `schedules.build_learning_rate_schedule` (R1-R4).
+        optimizer_fn: callable(learning_rate=, aggregate_gradients=)
+            returning the optimizer; None for `optimizers.build_optimizer`
+            (R5-R7).
+        loss_fn: per-example loss `(labels, logits) -> [n]`; None for
+            `losses.SoftmaxCrossEntropy()`.
+        eval_top_k: the top-k errors to evaluate (1 always among them).
+        gradient_allreduce: the `allreduce.GradientAllReduce`; None for its
+            defaults.
+        init_checkpoint: a checkpoint or model_dir of another run to take
+            the initial weights from (weights only; a run resuming from its
+            own checkpoint ignores it).
+        init_skip_classifier: leave the output layer freshly initialised
+            (fine-tuning to another number of classes).
+        export: write model_dir/export/<step>/ (a SavedModel) when the
+            training is finished.
+        where: the prefix of the settings' names in error messages.
 
     Returns:
-        The metrics dict also written to model_dir/metrics.json.
+        A `TrainResult`: the model, the metrics dict also written to
+        model_dir/metrics.json, and the export's path.
 
     Raises:
-        ValueError: for a bad mode or batch sizes.
+        ValueError: for a bad mode or batch sizes, a model that does not fit
+            the data, an init checkpoint of another model (all before
+            anything is written to model_dir).
+        FileNotFoundError: for an init checkpoint that does not exist, or
+            evaluating or exporting with no checkpoint.
         preemption.Preempted: when a worker got SIGTERM or Ctrl-C; every
             worker has saved the checkpoint of the current step (and the
             chief metrics.json) first.
     """
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
-    strategy = distribute.build_strategy()
+    _check_mode(mode, data)
+    if epochs is None:
+        raise ValueError(f"{where}epochs is required")
+    strategy = strategy or distribute.build_strategy()
     n, global_batch = resolve_batch_sizes(strategy.num_replicas_in_sync,
                                           per_replica_batch_size,
-                                          global_batch_size)
+                                          global_batch_size, where)
+    init_path = (warm_start.resolve_checkpoint(init_checkpoint)
+                 if init_checkpoint else None)
+    run_ = _Run(strategy, data, model, global_batch, epochs, seed, precision,
+                schedule_fn or schedules.build_learning_rate_schedule,
+                optimizer_fn or optimizers.build_optimizer)
+    if init_path:  # A resumed run's own checkpoint overrides it below.
+        logging.info("%s", warm_start.initialize_from_checkpoint(
+            run_.model, init_path, skip_classifier=init_skip_classifier))
     tf.io.gfile.makedirs(model_dir)  # After the checks: none leaves a dir.
-    run_ = _Run(strategy, data(), model_fn, n, global_batch, epochs,
-                seed, precision)
     chief = distribute.is_chief(strategy)
     manager = checkpoints.checkpoint_manager(
         run_.checkpoint, model_dir, run_.global_step, checkpoint_every_steps,
         chief=chief, task_id=_task_id(strategy), max_to_keep=keep_checkpoints)
     restored = manager.restore_or_initialize()  # The newest intact one.
     start_step = int(run_.global_step.numpy())
-    if mode == "eval" and restored is None:
+    if mode in ("eval", "export") and restored is None:
         raise FileNotFoundError(
-            f"--mode=eval needs a checkpoint, but {model_dir} has no intact "
+            f"--mode={mode} needs a checkpoint, but {model_dir} has no intact "
             f"one; train first with --mode=train or train_and_eval")
-    train_ds, eval_ds = _datasets(run_, n, seed, start_step)
     statistics = layers.ReplicaStatistics(run_.model)
+    record = outputs.read_metrics(model_dir)  # An earlier run's, or {}.
+    if mode == "export":
+        return TrainResult(run_.model, record, model_dir,
+                           _export(run_, statistics, model_dir, chief))
+    train_ds, eval_ds = _datasets(run_, n, seed, start_step)
     trainer = Trainer(
         strategy, run_.model, run_.optimizer, train_ds, global_batch,
         run_.global_step, extra_outputs=lambda: {
             "data/skipped_images": source.num_skipped_images(run_.data)},
-        gradient_allreduce=allreduce.GradientAllReduce(),
+        gradient_allreduce=gradient_allreduce or allreduce.GradientAllReduce(),
         skipped_steps=run_.skipped_steps, jit_compile=jit_compile,
-        replica_statistics=statistics)
-    record = outputs.read_metrics(model_dir)  # An earlier run's, or {}.
+        replica_statistics=statistics, loss_fn=loss_fn)
     earlier = record.get("eval", {})
-    evaluator = Evaluator(strategy, run_.model, eval_ds, run_.global_step,
-                          history=earlier.get("top1_error_history"),
-                          steps=earlier.get("evaluated_steps"),
-                          replica_statistics=statistics)
+    evaluator = None
+    if eval_ds is not None:
+        evaluator = Evaluator(strategy, run_.model, eval_ds, run_.global_step,
+                              history=earlier.get("top1_error_history"),
+                              steps=earlier.get("evaluated_steps"),
+                              replica_statistics=statistics, top_k=eval_top_k,
+                              loss_fn=loss_fn)
     # SIGTERM and Ctrl-C stop the run after a training loop or between two
     # evaluation batches.
     watcher = preemption.PreemptionWatcher(strategy, run_.global_step)
-    evaluator.before_step = watcher.check_between_eval_batches
+    if evaluator is not None:
+        evaluator.before_step = watcher.check_between_eval_batches
     actions = [ProgressReporter(run_.global_step, run_.total_steps,
                                 run_.steps_per_epoch), watcher]
     controller = orbit.Controller(
@@ -315,5 +409,61 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         watcher.close()
         # The CLI exits without the interpreter's teardown: events on disk.
         controller.summary_manager.flush()
-        controller.eval_summary_manager.flush()
-    return finish()
+        if evaluator is not None:
+            controller.eval_summary_manager.flush()
+    metrics = finish()
+    export_path = None
+    finished = int(run_.global_step.numpy()) >= run_.total_steps
+    if export and finished and mode != "eval":
+        export_path = _export(run_, statistics, model_dir, chief)
+    return TrainResult(run_.model, metrics, model_dir, export_path)
+
+
+@gin.configurable(denylist=["model_dir", "mode"])
+def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
+        model_fn=gin.REQUIRED, per_replica_batch_size=32,
+        global_batch_size=None, epochs=gin.REQUIRED, seed=0,
+        steps_per_loop=50, eval_every_epochs=1.0, eval_at_epochs=(),
+        checkpoint_every_steps=500, keep_checkpoints=3,
+        precision="float32", jit_compile=False, eval_top_k=(1, 5),
+        init_checkpoint=None, init_skip_classifier=False, export=True):
+    """The CLI's run: `train_model` of the gin-configured job.
+
+    The strategy is `distribute.build_strategy`, the schedule
+    `schedules.build_learning_rate_schedule`, the optimizer
+    `optimizers.build_optimizer`, the loss `losses.SoftmaxCrossEntropy`, the
+    all-reduce `allreduce.GradientAllReduce`, each configured by gin.
+
+    Args:
+        model_dir: see `train_model`.
+        mode: `train`, `eval`, `train_and_eval` or `export`.
+        data: a callable returning a `source.DataSource` (e.g.
+            `@fashion_mnist`).
+        model_fn: a callable(input_shape, num_classes) returning a Keras model.
+        per_replica_batch_size, global_batch_size, epochs, seed,
+        steps_per_loop, eval_every_epochs, eval_at_epochs,
+        checkpoint_every_steps, keep_checkpoints, precision, jit_compile,
+        eval_top_k, init_checkpoint, init_skip_classifier, export: see
+            `train_model`.
+
+    Returns:
+        The metrics dict also written to model_dir/metrics.json.
+    """
+    strategy = distribute.build_strategy()
+    if mode not in MODES:  # Before the data is loaded.
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
+    resolve_batch_sizes(strategy.num_replicas_in_sync, per_replica_batch_size,
+                        global_batch_size)
+    return train_model(
+        model_dir, data(), model_fn, strategy, mode=mode,
+        per_replica_batch_size=per_replica_batch_size,
+        global_batch_size=global_batch_size, epochs=epochs, seed=seed,
+        steps_per_loop=steps_per_loop, eval_every_epochs=eval_every_epochs,
+        eval_at_epochs=eval_at_epochs,
+        checkpoint_every_steps=checkpoint_every_steps,
+        keep_checkpoints=keep_checkpoints, precision=precision,
+        jit_compile=jit_compile, loss_fn=losses.SoftmaxCrossEntropy(),
+        eval_top_k=eval_top_k,
+        gradient_allreduce=allreduce.GradientAllReduce(),
+        init_checkpoint=init_checkpoint,
+        init_skip_classifier=init_skip_classifier, export=export).metrics

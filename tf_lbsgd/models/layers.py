@@ -204,3 +204,32 @@ class ReplicaStatistics:
         self._alike = True
         return True
 
+
+
+class SyncReplicaStatistics(keras.callbacks.Callback):
+    """`ReplicaStatistics` for `model.fit`: one model after training.
+
+    Under a strategy of k replicas, `model.fit` leaves each replica's copy of
+    the `WorkerBatchNorm` moving statistics (R9) its own; `model.predict` and
+    `model.evaluate` would then score each part of a batch with another
+    copy, unlike the saved model (which holds their average). This callback
+    gives every copy that average before each validation pass and at the end
+    of training, as the project's own loop does (`ReplicaStatistics`):
+
+        model.fit(..., callbacks=[tf_lbsgd.SyncReplicaStatistics()])
+    """
+
+    def on_train_begin(self, logs=None):
+        self._statistics = ReplicaStatistics(self.model)
+
+    def _sync(self):
+        self._statistics.trained()
+        self._statistics.sync()
+
+    def on_test_begin(self, logs=None):
+        if getattr(self, "_statistics", None) is not None:
+            self._sync()
+
+    def on_train_end(self, logs=None):
+        self._sync()
+        self._statistics = None
