@@ -8,6 +8,7 @@ written to model_dir.
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -108,6 +109,30 @@ def test_a_rerun_with_more_epochs_resumes(trained, strategy):
                             mode="train")
     assert result.metrics["global_step"] == 30  # From 20, not from 0.
     assert tf.train.latest_checkpoint(trained.model_dir).endswith("ckpt-30")
+
+
+def test_export_mode_exports_the_newest_checkpoint(trained, strategy):
+    export = os.path.join(trained.model_dir, "export")
+    shutil.rmtree(export)
+    result = tf_lbsgd.train(_model_fn, TRAIN, trained.model_dir,
+                            num_classes=CLASSES, strategy=strategy,
+                            recipe=tf_lbsgd.Recipe(epochs=3, **RECIPE),
+                            mode="export")
+    assert result.export_path == os.path.join(export, "30")
+    assert os.listdir(export) == ["30"]
+    served = tf.saved_model.load(result.export_path).signatures[
+        "serving_default"](images=tf.constant(TEST[0]))
+    np.testing.assert_allclose(
+        served["logits"], result.model.predict(TEST[0], verbose=0),
+        rtol=1e-5, atol=1e-5)
+
+
+def test_export_mode_without_a_checkpoint_says_so(strategy, tmp_path):
+    with pytest.raises(FileNotFoundError, match="needs a checkpoint"):
+        tf_lbsgd.train(_model_fn, TRAIN, str(tmp_path / "empty"),
+                       num_classes=CLASSES, strategy=strategy,
+                       recipe=tf_lbsgd.Recipe(epochs=1, **RECIPE),
+                       mode="export")
 
 
 def test_warm_start_starts_at_the_donor_accuracy(trained, strategy,

@@ -30,7 +30,8 @@ import pytest
 REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 RUNNER = "tests/bazel_pytest_main.py"
 PY_RULES = ("py_library", "py_binary", "py_test")
-REQUIRED_GLOBS = ("tf_lbsgd/**/*.py", "tests/*.py", "tools/*.py")
+REQUIRED_GLOBS = ("tf_lbsgd/**/*.py", "tests/*.py", "tools/*.py",
+                  "examples/*.py")
 
 
 def load_build(root):

@@ -97,15 +97,10 @@ def test_second_run_resumes_and_a_finished_run_does_no_more(first_run):
     assert metrics["global_step"] == 8
     # The history carries over runs: the first run's eval, then this one's.
     assert len(metrics["eval"]["top1_error_history"]) == 2
-    # The finished training run exported its model; --mode=export does it
-    # again from the newest checkpoint.
+    # The finished training run exported its model (--mode=export:
+    # tests/test_api.py). Served on all 10,000 test images, it scores what
+    # the checkpoint did.
     export = os.path.join(model_dir, "export", "8")
-    assert os.path.isfile(os.path.join(export, "saved_model.pb"))
-    shutil.rmtree(os.path.join(model_dir, "export"))
-    exported = _cli(model_dir, *SMALL, "--mode=export",
-                    "--gin_bindings=train_lib.run.epochs = 0.008")
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    # Served on all 10,000 test images, it scores what the checkpoint did.
     serve = tf.saved_model.load(export).signatures["serving_default"]
     images, labels = fashion_mnist.load_fashion_mnist(split="test")
     logits = np.concatenate([

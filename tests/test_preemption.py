@@ -308,6 +308,7 @@ BINDINGS = [
     "train_lib.run.steps_per_loop = 2",
     "train_lib.run.checkpoint_every_steps = 1000",
     "train_lib.run.jit_compile = False",
+    "train_lib.run.export = False",
 ]
 
 

@@ -63,12 +63,14 @@ _INLINE_COMMAND = re.compile(
 
 # Appended to every `tf-lbsgd` job that runs here: 5 steps of the default
 # kn = 256, evaluated once at the end; XLA off (its compilation would take
-# longer than the steps; tests/test_precision.py covers it).
+# longer than the steps; tests/test_precision.py covers it); no export (2-3 s
+# a run; tests/test_cli_e2e.py and tests/test_export.py cover it).
 SHORT_JOB = (
     "train_lib.run.epochs = 0.02",
     "train_lib.run.steps_per_loop = 2",
     "train_lib.run.eval_every_epochs = 0",
     "train_lib.run.jit_compile = False",
+    "train_lib.run.export = False",
 )
 CLI_PROGRAMS = ("tf-lbsgd", ".venv/bin/tf-lbsgd")
 PYTHON_PROGRAMS = ("python", "python3", ".venv/bin/python")
@@ -605,6 +607,19 @@ def static_tool_flags(text, workspace):
     del workspace
 
 
+def static_example(text, workspace):
+    """An examples/ script not run as written (minutes of training;
+    tests/test_examples.py runs each on small data): it exists and its
+    argparse defines every flag given."""
+    argv = shlex.split(text)
+    assert argv[0] in PYTHON_PROGRAMS, argv
+    script = REPO_ROOT / argv[1]
+    source = script.read_text()
+    for name, _ in flag_values(argv[2:]):
+        assert f'"--{name}"' in source, f"{argv[1]} defines no --{name}"
+    del workspace
+
+
 def run_export_tf_config(text, workspace):
     """`export TF_CONFIG=$(python tools/tf_config.py ... --index=$I)` in
     bash for I = 0 and 1: a valid TF_CONFIG for each host."""
@@ -792,6 +807,8 @@ REPRODUCE = Rule(run_reproduce_dry, "trains for 10 min (quick) to 3 h "
 BENCHMARK = Rule(static_tool_flags, "a benchmark of 1-15 min; "
                  "tests/test_bench_*.py run each tool tiny")
 BAZEL = Rule(static_bazel, "Bazel takes ~20 min here (make bazel-test)")
+EXAMPLE = Rule(static_example, "trains for minutes on 60,000 images; "
+               "tests/test_examples.py runs it on 1,024")
 
 RULES = {
     "make train": MAKE,
@@ -804,7 +821,7 @@ RULES = {
     "tf-lbsgd --gin_file=experiments/fashion_mnist_default "
     "--model_dir=runs/default": CLI_RUN,
     "tf-lbsgd --model_dir=DIR [--gin_file=F ...] [--gin_bindings='B' ...] "
-    "[--mode=train|eval|train_and_eval]": Rule(
+    "[--mode=train|eval|train_and_eval|export]": Rule(
         static_cli_synopsis, "a usage line with placeholders"),
     "python -m tf_lbsgd ...": Rule(
         run_cli_help, "'...' is any arguments: run with --helpfull, as "
@@ -879,6 +896,9 @@ RULES = {
     "bazel test //:test_schedules": BAZEL,
     "bazel clean --expunge": BAZEL,
     "bazel coverage": Rule(static_unsupported, "named as not supported"),
+    ".venv/bin/python examples/own_cnn.py --model_dir=runs/own_cnn": EXAMPLE,
+    ".venv/bin/python examples/keras_fit.py "
+    "--model_path=runs/keras_fit.keras": EXAMPLE,
 }
 
 HOW_TO_CLASSIFY = textwrap.dedent("""\

@@ -35,6 +35,7 @@ JOB = [  # 2 replicas x n = 16 of a ResNet-8 of width 8, no XLA.
     "train_lib.run.keep_checkpoints = 5",
     "train_lib.run.eval_every_epochs = 0",
     "train_lib.run.jit_compile = False",
+    "train_lib.run.export = False",
 ]
 EIGHT_STEPS = "train_lib.run.epochs = 0.0043"  # 1875 steps per epoch.
 FOUR_STEPS = "train_lib.run.epochs = 0.0022"
