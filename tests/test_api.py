@@ -9,6 +9,8 @@ written to model_dir.
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -291,3 +293,22 @@ def test_init_checkpoint_of_another_model_is_refused(trained, strategy,
                            epochs=1, global_batch_size=32,
                            init_checkpoint=trained.model_dir))
     assert "shape" in message
+
+
+def test_public_names_resolve_and_are_documented():
+    for name in tf_lbsgd.__all__:
+        value = getattr(tf_lbsgd, name)
+        assert (value.__doc__ or "").strip(), f"tf_lbsgd.{name} has no doc"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        tf_lbsgd.nope  # pylint: disable=pointless-statement
+
+
+def test_import_does_not_start_tensorflow():
+    """The CLI's --help and its first checks run before TensorFlow loads."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, tf_lbsgd; "
+         "assert 'tensorflow' not in sys.modules, 'loaded'; "
+         "print(len(tf_lbsgd.__all__))"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == len(tf_lbsgd.__all__)
