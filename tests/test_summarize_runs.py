@@ -1,14 +1,22 @@
-"""Tests of tools/summarize_runs.py on fabricated model_dirs (pure Python)."""
+"""A run's outputs read back and summarized (tf_lbsgd.analysis.run_outputs,
+run_summary), and tools/summarize_runs.py, on fabricated model_dirs."""
 
 import json
+import os
+import pathlib
 import statistics
 import subprocess
 import sys
 
 import pytest
-from tool_loader import REPO_ROOT
-from tool_loader import load_tool
 
+from tf_lbsgd import paper
+from tf_lbsgd.analysis import run_outputs
+from tf_lbsgd.analysis import run_summary
+
+# abspath, not resolve(): under Bazel the test file is a symlink into the
+# checkout, and the tool must come from the runfiles next to it.
+REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 TOOL_PATH = REPO_ROOT / "tools" / "summarize_runs.py"
 
 HISTORY_8K = [0.40, 0.30, 0.2410, 0.2385, 0.2402, 0.2390, 0.2378]
@@ -39,9 +47,6 @@ resnet_cifar.depth = 8
 resnet_cifar.zero_gamma = False
 run.epochs = 5
 """
-
-
-tool = load_tool("summarize_runs")
 
 
 def _metrics(history, kn, median5=None, wall=3725.2, speed=12345.678):
@@ -88,37 +93,53 @@ def _rows(table):
 
 
 def test_median_of_final():
-    assert tool.median_of_final(HISTORY_8K) == statistics.median(
+    assert run_outputs.median_of_final(HISTORY_8K) == statistics.median(
         HISTORY_8K[-5:])
-    assert tool.median_of_final([3.0, 1.0], count=5) == 2.0
-    assert tool.median_of_final([9.0, 1.0, 2.0], count=1) == 2.0
+    assert run_outputs.median_of_final([3.0, 1.0], count=5) == 2.0
+    assert run_outputs.median_of_final([9.0, 1.0, 2.0], count=1) == 2.0
     with pytest.raises(ValueError, match="empty"):
-        tool.median_of_final([])
+        run_outputs.median_of_final([])
     with pytest.raises(ValueError, match="count=0"):
-        tool.median_of_final([1.0], count=0)
+        run_outputs.median_of_final([1.0], count=0)
 
 
 def test_parse_gin_value():
-    assert tool.parse_gin_value(
+    assert run_outputs.gin_value(
         CONFIG_8K, "build_learning_rate_schedule.warmup") == "gradual"
-    assert tool.parse_gin_value(CONFIG_FASHION,
+    assert run_outputs.gin_value(CONFIG_FASHION,
                                 "build_learning_rate_schedule.warmup") == "none"
-    assert tool.parse_gin_value(CONFIG_8K, "depth") == 50
-    assert tool.parse_gin_value(CONFIG_8K, "zero_gamma") is True
-    assert tool.parse_gin_value(CONFIG_8K, "run.epochs") == 90
-    assert tool.parse_gin_value(CONFIG_FASHION, "run.epochs") == 5
-    assert tool.parse_gin_value(CONFIG_8K, "decay_epochs") == (30, 60, 80)
-    assert tool.parse_gin_value(CONFIG_8K, "model_fn") == "@resnet_imagenet"
-    assert tool.parse_gin_value(CONFIG_8K, "momentum") is None
+    assert run_outputs.gin_value(CONFIG_8K, "depth") == 50
+    assert run_outputs.gin_value(CONFIG_8K, "zero_gamma") is True
+    assert run_outputs.gin_value(CONFIG_8K, "run.epochs") == 90
+    assert run_outputs.gin_value(CONFIG_FASHION, "run.epochs") == 5
+    assert run_outputs.gin_value(CONFIG_8K, "decay_epochs") == (30, 60, 80)
+    assert run_outputs.gin_value(CONFIG_8K, "model_fn") == "@resnet_imagenet"
+    assert run_outputs.gin_value(CONFIG_8K, "momentum") is None
     # Suffixes match at a dot only; the last binding wins.
-    assert tool.parse_gin_value("a.xdepth = 1\n", "depth") is None
-    assert tool.parse_gin_value("a.depth = 1\nb.depth = 2\n", "depth") == 2
+    assert run_outputs.gin_value("a.xdepth = 1\n", "depth") is None
+    assert run_outputs.gin_value("a.depth = 1\nb.depth = 2\n", "depth") == 2
     with pytest.raises(ValueError, match="'a b'"):
-        tool.parse_gin_value(CONFIG_8K, "a b")
+        run_outputs.gin_value(CONFIG_8K, "a b")
+
+
+def test_gin_bindings_reads_scopes_references_and_blocks():
+    text = ("import tf_lbsgd.schedules\n"
+            "train/run.epochs = 3\n"
+            "run.model_fn = @train/resnet_cifar()\n"
+            "run.lr = %BASE_LR\n"
+            "resnet_cifar:\n  depth = 20\n  width = 16\n")
+    assert run_outputs.gin_bindings(text) == [
+        ("train/run.epochs", 3), ("run.model_fn", "@train/resnet_cifar()"),
+        ("run.lr", "%BASE_LR"), ("resnet_cifar.depth", 20),
+        ("resnet_cifar.width", 16)]
+    assert run_outputs.gin_value(text, "run.epochs") == 3
+    for bad in ("depth = (1,\n", "depth 1\n"):
+        with pytest.raises(ValueError, match="not a gin config"):
+            run_outputs.gin_bindings(bad)
 
 
 def test_read_run(runs):
-    run = tool.read_run(str(runs[0]))
+    run = run_summary.read_run(str(runs[0]))
     assert run["name"] == "resnet50_kn8k"
     assert (run["depth"], run["kn"], run["warmup"], run["scaling"],
             run["base_lr"], run["zero_gamma"]) == (50, 8192, "gradual",
@@ -126,14 +147,14 @@ def test_read_run(runs):
     assert run["median5_top1_error"] == pytest.approx(
         statistics.median(HISTORY_8K[-5:]))
     assert run["top1_error"] == HISTORY_8K[-1]
-    bare = tool.read_run(str(runs[2]) + "/")
+    bare = run_summary.read_run(str(runs[2]) + "/")
     assert bare["name"] == "bare"
     assert bare["median5_top1_error"] == 0.3  # median5 fallback
     assert bare["depth"] is None and bare["warmup"] is None
 
 
 def test_format_table(runs):
-    table = tool.format_table([tool.read_run(str(d)) for d in runs])
+    table = run_summary.format_table([run_summary.read_run(str(d)) for d in runs])
     rows = _rows(table)
     assert list(rows) == ["resnet50_kn8k", "fashion", "bare"]
     ours = 100 * statistics.median(HISTORY_8K[-5:])
@@ -156,45 +177,50 @@ def test_format_table(runs):
 
 
 def test_explicit_paper_row(runs):
-    run = tool.read_run(str(runs[1]))
-    rows = tool.parse_paper_rows(["fashion=resnet101_kn8k"])
-    row = _rows(tool.format_table([run], rows))["fashion"]
+    run = run_summary.read_run(str(runs[1]))
+    rows = run_summary.parse_paper_rows(["fashion=resnet101_kn8k"])
+    row = _rows(run_summary.format_table([run], rows))["fashion"]
     assert row["paper top-1 err %"] == "22.36 (resnet101_kn8k)"
     assert row["ours - paper"] == "-13.36"
-    assert tool.paper_row(run, tool.parse_paper_rows(["resnet50_kn256"])) == (
+    assert run_summary.paper_row(run, run_summary.parse_paper_rows(["resnet50_kn256"])) == (
         "resnet50_kn256")
     with pytest.raises(ValueError, match="'resnet50_kn9k'"):
-        tool.parse_paper_rows(["resnet50_kn9k"])
+        run_summary.parse_paper_rows(["resnet50_kn9k"])
 
 
 def test_paper_values():
-    assert len(tool.paper.TOP1_ERROR) == 13
-    assert tool.paper.TOP1_ERROR["resnet50_kn256"] == (23.60, 0.12)
-    assert tool.paper.TOP1_ERROR["resnet50_kn8k_unscaled"] == (41.67, 0.10)
-    assert tool.paper.TOP1_ERROR["resnet50_kn8k_no_zero_gamma"][0] == 24.11
-    assert tool.paper.TOP1_ERROR["resnet50_kn256_no_zero_gamma"][0] == 23.84
+    assert len(paper.TOP1_ERROR) == 13
+    assert paper.TOP1_ERROR["resnet50_kn256"] == (23.60, 0.12)
+    assert paper.TOP1_ERROR["resnet50_kn8k_unscaled"] == (41.67, 0.10)
+    assert paper.TOP1_ERROR["resnet50_kn8k_no_zero_gamma"][0] == 24.11
+    assert paper.TOP1_ERROR["resnet50_kn256_no_zero_gamma"][0] == 23.84
     experiments = {p.stem for p in
                    (REPO_ROOT / "gin" / "experiments" / "imagenet").glob("*.gin")}
     if experiments:
-        assert set(tool.paper.TOP1_ERROR) <= experiments
+        assert set(paper.TOP1_ERROR) <= experiments
 
 
 def test_bad_dirs(tmp_path):
-    with pytest.raises(tool.RunError, match="nowhere"):
-        tool.read_run(str(tmp_path / "nowhere"))
+    with pytest.raises(run_outputs.RunError, match="nowhere"):
+        run_summary.read_run(str(tmp_path / "nowhere"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(tool.RunError, match=r"empty/metrics\.json does not"):
-        tool.read_run(str(empty))
+    with pytest.raises(run_outputs.RunError, match=r"empty/metrics\.json does not"):
+        run_summary.read_run(str(empty))
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "metrics.json").write_text('{"eval": {')
-    with pytest.raises(tool.RunError, match=r"corrupt/metrics\.json"):
-        tool.read_run(str(corrupt))
+    with pytest.raises(run_outputs.RunError, match=r"corrupt/metrics\.json"):
+        run_summary.read_run(str(corrupt))
     (corrupt / "metrics.json").write_text(
         json.dumps({"eval": {"top1_error_history": [0.1, "x"]}}))
-    with pytest.raises(tool.RunError, match=r"metrics\.json.*'x'"):
-        tool.read_run(str(corrupt))
+    with pytest.raises(run_outputs.RunError, match=r"metrics\.json.*'x'"):
+        run_summary.read_run(str(corrupt))
+    (corrupt / "metrics.json").write_text("{}")
+    (corrupt / "operative_config.gin").write_text("depth = [1,\n")
+    with pytest.raises(run_outputs.RunError,
+                       match=r"corrupt/operative_config\.gin: not a gin"):
+        run_summary.read_run(str(corrupt))
 
 
 def _cli(*args):

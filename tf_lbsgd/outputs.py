@@ -1,4 +1,9 @@
-"""What a run leaves in model_dir besides checkpoints and event files."""
+"""Writes what a run leaves in model_dir besides checkpoints and events.
+
+The file names, and readers that need no TensorFlow, are in
+`tf_lbsgd.analysis.run_outputs`; this writer uses `tf.io.gfile`, so that a
+model_dir may be on any file system TensorFlow reads.
+"""
 
 import json
 import os
@@ -6,11 +11,12 @@ import os
 import gin
 import tensorflow as tf
 
-OPERATIVE_CONFIG = "operative_config.gin"
-# What `--mode=eval` ran with: kept apart, so that the config the checkpoints
-# were trained with is never overwritten by an evaluation's.
-EVAL_OPERATIVE_CONFIG = "operative_config_eval.gin"
-METRICS = "metrics.json"
+from tf_lbsgd.analysis.run_outputs import EVAL_OPERATIVE_CONFIG
+from tf_lbsgd.analysis.run_outputs import METRICS
+from tf_lbsgd.analysis.run_outputs import OPERATIVE_CONFIG
+
+__all__ = ["EVAL_OPERATIVE_CONFIG", "METRICS", "OPERATIVE_CONFIG",
+           "read_metrics", "write_metrics", "write_operative_config"]
 
 
 def _atomic_write(path, text):
