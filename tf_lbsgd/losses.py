@@ -79,11 +79,11 @@ class SoftmaxCrossEntropy:
 
 
 def global_batch_loss(per_example_loss, global_batch_size):
-    """One replica's share of the global-batch mean loss (R8, Remark 3).
+    """One replica's share of the global-batch mean loss.
 
-    PAPER.md R8 (Goyal et al. 2017, Remark 3): each worker's loss is its summed
-    per-example loss divided by the global minibatch kn, not by its own n,
-    because the allreduce that follows *sums* the workers' gradients:
+    R8 (docs/paper.md; arXiv:1706.02677 Sec. 3, Remark 3): each worker's loss
+    is its summed per-example loss divided by the global minibatch kn, not by
+    its own n, because the allreduce that follows *sums* the workers' gradients:
 
         sum_j grad( sum_{x in B_j} l(x) / kn ) = grad( mean_{x in B} l(x) ).
 

@@ -2,7 +2,7 @@
 
 Top-1 error % on ImageNet (ResNet-50 unless named), mean and standard
 deviation over 5 runs (None where the paper gives a single number), from
-PAPER.md "Headline results" (the paper's Tables 1, 2c, 3 and Sec. 5.2-5.5).
+docs/paper.md, "Headline results" (the paper's Tables 1 and 2 and Figure 1).
 Keys are the stems of the experiment files in gin/experiments/imagenet/.
 Pure data: importing this module imports nothing else.
 """

@@ -6,11 +6,11 @@ from the gzipped idx files (no download at run time). Both splits are small
 in-memory tensors by the example indices of `sharding.py` (R12), through
 `adapters.from_arrays` like any in-memory data set.
 
-Preprocessing (PAPER.md R13 adapted to 28x28): training images are randomly
-cropped back to 28x28 from the image zero-padded by `pad` pixels and randomly
-flipped left-right, then normalised per channel with the training set mean and
-standard deviation. The padding is applied to the raw pixels, so it is black
-like the Fashion-MNIST background. The augmentation of the example at global
+Preprocessing (R13 of docs/paper.md, adapted to 28x28): training images are
+randomly cropped back to 28x28 from the image zero-padded by `pad` pixels and
+randomly flipped left-right, then normalised per channel with the training
+set mean and standard deviation. The padding is applied to the raw pixels, so
+it is black like the Fashion-MNIST background. The augmentation of the example at global
 stream position p uses stateless random ops seeded by (seed, p): it is a pure
 function of the run seed and the position, hence identical after a resume and
 independent of the number of workers and of the batch size.

@@ -1,4 +1,4 @@
-"""ImageNet preprocessing (PAPER.md R13, R14) from the Model Garden's ops.
+"""ImageNet preprocessing (R13, R14; docs/paper.md) from Model Garden ops.
 
 `official.vision.ops.preprocess_ops`, combined as in its classification
 parser (`official/vision/dataloaders/classification_input.py`):
