@@ -53,13 +53,19 @@ def test_fused_kernel_gives_the_unfused_gradients(shape):
                                    rtol=2e-5, atol=2e-4)
 
 
-def test_set_fused_reaches_every_batch_norm():
-    model = resnet_cifar(input_shape=(8, 8, 1), depth=8, width=4)
-    expected = [layer for layer in model.layers
-                if type(layer).__name__ == "WorkerBatchNorm"]
-    assert layers.set_fused(model, False) == len(expected) == 9
-    assert not any(layer.fused for layer in model._flatten_layers()
-                   if isinstance(layer, layers.WorkerBatchNorm))
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_built_for_xla_picks_every_batch_norm_kernel(jit_compile):
+    """Unfused ops under XLA, the fused kernel without; an explicit `fused`
+    wins, and the setting ends with its block."""
+    with layers.built_for_xla(jit_compile):
+        model = resnet_cifar(input_shape=(8, 8, 1), depth=8, width=4)
+        explicit = layers.WorkerBatchNorm(fused=jit_compile)
+    norms = [layer for layer in model.layers
+             if isinstance(layer, layers.WorkerBatchNorm)]
+    assert len(norms) == 9
+    assert [layer.fused for layer in norms] == [not jit_compile] * 9
+    assert explicit.fused is jit_compile
+    assert layers.WorkerBatchNorm().fused is True
 
 
 def test_ghost_batch_norm_normalises_each_group_of_n():

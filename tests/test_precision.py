@@ -58,7 +58,7 @@ class _OverflowOnReplica1(Trainer):
 def _trainer(strategy, initial, policy="float32", loss_scaling=False,
              growth_steps=2000, jit_compile=False, steps=4, cls=Trainer):
     with strategy.scope():
-        with precision.dtype_policy(policy):
+        with precision.dtype_policy(policy), layers.built_for_xla(jit_compile):
             model = resnet_cifar(input_shape=SHAPE, depth=8, width=4)
         model.set_weights(initial)
         optimizer = optimizers.MomentumSGD(learning_rate=0.1, momentum=0.9,

@@ -69,7 +69,7 @@ class _Run:
     """The objects of one run, built under the strategy's scope."""
 
     def __init__(self, strategy, data, model, global_batch, epochs, seed,
-                 precision_name, schedule_fn, optimizer_fn):
+                 precision_name, jit_compile, schedule_fn, optimizer_fn):
         self.strategy = strategy
         self.data = data
         self.steps_per_epoch = data.num_train / global_batch
@@ -77,7 +77,8 @@ class _Run:
                                                      self.steps_per_epoch)
         keras.utils.set_random_seed(seed)  # Same initial weights every run.
         with strategy.scope():
-            with precision_lib.dtype_policy(precision_name):
+            with precision_lib.dtype_policy(precision_name), \
+                    layers.built_for_xla(jit_compile):
                 self.model, self.num_classes = adapt.build_in_scope(
                     model, strategy, data.image_shape, data.num_classes)
             schedule = schedule_fn(
@@ -274,7 +275,8 @@ def train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
         keep_checkpoints: how many of the latest checkpoints to keep.
         precision: `float32`, `mixed_float16` (with dynamic loss scaling,
             `precision.with_loss_scaling`) or `mixed_bfloat16`.
-        jit_compile: compile the forward and backward pass with XLA.
+        jit_compile: compile the forward and backward pass with XLA (the
+            model is built under `layers.built_for_xla(jit_compile)`).
         schedule_fn: callable(global_batch_size=, steps_per_epoch=,
             total_epochs=) returning the learning-rate schedule; None for
             `schedules.build_learning_rate_schedule` (R1-R4).
@@ -319,7 +321,7 @@ def train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     init_path = (warm_start.resolve_checkpoint(init_checkpoint)
                  if init_checkpoint else None)
     run_ = _Run(strategy, data, model, global_batch, epochs, seed, precision,
-                schedule_fn or schedules.build_learning_rate_schedule,
+                jit_compile, schedule_fn or schedules.build_learning_rate_schedule,
                 optimizer_fn or optimizers.build_optimizer)
     if init_path:  # A resumed run's own checkpoint overrides it below.
         logging.info("%s", warm_start.initialize_from_checkpoint(

@@ -28,7 +28,6 @@ import tensorflow as tf
 from tf_lbsgd import allreduce
 from tf_lbsgd import losses
 from tf_lbsgd import precision
-from tf_lbsgd.models import layers
 
 # Exit code of the CLI when training stopped on a non-finite loss: a sweep
 # driver (tools/reproduce.py) records such a run as diverged.
@@ -93,8 +92,8 @@ class Trainer(orbit.StandardTrainer):
         skipped_steps: int64 variable counting steps skipped for non-finite
             gradients (loss scaling); created if not given.
         jit_compile: compile each replica's forward and backward with XLA
-            (the model's `WorkerBatchNorm` layers then use unfused ops,
-            which XLA fuses better: `layers.set_fused`).
+            (build the model under `layers.built_for_xla(True)` for the
+            batch-norm ops XLA handles best).
         replica_statistics: the model's `layers.ReplicaStatistics`, synced
             before each loop (shared with the `Evaluator`); None for none.
         loss_fn: callable (labels, logits) -> [n] float32 per-example losses,
@@ -128,8 +127,6 @@ class Trainer(orbit.StandardTrainer):
                                    or allreduce.GradientAllReduce())
         self.loss_scaling = isinstance(optimizer,
                                        keras.optimizers.LossScaleOptimizer)
-        if jit_compile:
-            layers.set_fused(model, False)
         self._gradients = tf.function(self._forward_backward,
                                       jit_compile=jit_compile)
         with strategy.scope():

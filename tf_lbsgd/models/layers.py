@@ -6,7 +6,13 @@ own diverging copy and a checkpoint saves replica 0's. `WorkerBatchNorm` keeps
 them as SyncOnRead variables aggregated by MEAN (the tf.keras 2 behaviour): each
 replica updates its own copy from its own batch, and reading or saving them
 outside the replica context averages over replicas.
+
+Whether its training step uses the fused BN kernel is decided when the layer
+is built: `built_for_xla(jit_compile)` around the model's construction picks
+the kernel that is faster with or without XLA.
 """
+
+import contextlib
 
 import gin
 import keras
@@ -41,15 +47,12 @@ class WorkerBatchNorm(keras.layers.Layer):
         gamma_initializer: Initializer of the scale (zeros for R10).
         group_size: None for plain per-replica BN, or n for ghost batches.
         fused: in training, normalise NHWC batches (not ghost batches) with
-            the fused kernel. Faster without XLA (ResNet-50 on this CPU:
-            6.5 s vs 7.3 s per step of 16); under XLA the unfused ops are
-            faster (XLA fuses them with their neighbours: the default
-            ResNet-8, 237 vs 289 ms per step), so `trainer.Trainer` turns it
-            off when it compiles with XLA (`set_fused`).
+            the fused kernel; None (the default) for the kernel chosen by the
+            enclosing `built_for_xla` (fused unless compiled with XLA).
     """
 
     def __init__(self, momentum=0.9, epsilon=1e-5, gamma_initializer="ones",
-                 group_size=None, fused=True, **kwargs):
+                 group_size=None, fused=None, **kwargs):
         super().__init__(**kwargs)
         if group_size is not None and group_size <= 0:
             raise ValueError(f"group_size must be positive, got {group_size}")
@@ -57,7 +60,7 @@ class WorkerBatchNorm(keras.layers.Layer):
         self.epsilon = epsilon
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.group_size = group_size
-        self.fused = fused
+        self.fused = not _xla_build[-1] if fused is None else bool(fused)
 
     def build(self, input_shape):
         shape = (input_shape[-1],)
@@ -144,16 +147,22 @@ class WorkerBatchNorm(keras.layers.Layer):
         return config
 
 
-def set_fused(model, fused):
-    """Sets `fused` on every `WorkerBatchNorm` of `model`; returns their count.
+@contextlib.contextmanager
+def built_for_xla(jit_compile):
+    """Builds the `WorkerBatchNorm(fused=None)` layers created inside for a
+    training step compiled with XLA (`jit_compile`) or not.
 
-    Call before the training step is traced.
+    Without XLA the fused kernel is faster; with XLA the unfused ops are,
+    since XLA fuses them with their neighbours (README, "Performance").
     """
-    layers = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
-              if isinstance(layer, WorkerBatchNorm)]
-    for layer in layers:
-        layer.fused = fused
-    return len(layers)
+    _xla_build.append(bool(jit_compile))
+    try:
+        yield
+    finally:
+        _xla_build.pop()
+
+
+_xla_build = [False]  # The innermost `built_for_xla` setting last.
 
 
 class ReplicaStatistics:
