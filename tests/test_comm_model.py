@@ -1,4 +1,4 @@
-"""Tests of tools/comm_model.py (pure Python and numpy, no TensorFlow).
+"""Tests of tf_lbsgd.analysis.comm_model and its tool, tools/comm_model.py.
 
 The collective costs are checked against step-by-step simulations written
 here, which move real numpy data between simulated workers (so they also
@@ -7,16 +7,22 @@ step for the largest message m, plus m gamma where it is reduced.
 """
 
 import dataclasses
-import io
 import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from absl import flags
-from tool_loader import load_tool
 
-comm_model = load_tool("comm_model")
+from tf_lbsgd.analysis import comm_model
+
+# abspath, not resolve(): under Bazel the test file is a symlink into the
+# checkout, and the tool must come from the runfiles next to it.
+TOOL = pathlib.Path(os.path.abspath(__file__)).parents[1] / "tools" / (
+    "comm_model.py")
 
 ALPHA, BETA, GAMMA = 3e-5, 2e-9, 5e-10
 ITEMSIZE = 8  # float64 elements in the simulations.
@@ -375,58 +381,61 @@ def test_h100_halving_doubling_scales_better_than_ring():
             assert halving["iteration_seconds"] <= row["iteration_seconds"]
 
 
-def test_importing_defines_no_flags():
-    assert "calibration_json" not in flags.FLAGS
-    assert "paper_inter_gbits" not in flags.FLAGS
-
-
-def test_flags_to_options():
-    flag_values = flags.FlagValues()
-    comm_model.define_flags(flag_values)
-    flag_values(["comm_model", "--max_gpus=64", "--paper_inter_alpha_us=50",
-                 "--h100_inter_gbits=3200", "--out_json=x.json"])
-    options = comm_model.options_from_flags(flag_values)
-    assert options.out_json == "x.json"
-    assert options.calibration_json is None
-    assert options.paper.inter_alpha_us == 50.0
-    assert options.paper.max_gpus == 256
-    assert options.h100.inter_gbits == 3200.0
-    assert options.h100.max_gpus == 64
-    assert options.h100.gpus_per_server == 8
-
-
-def test_run_writes_json_and_png(tmp_path):
+def test_tool_flags_to_json_png_and_report(tmp_path):
     calibration_path = tmp_path / "sweep.json"
     calibration_path.write_text(json.dumps({
         "allreduce_sweep": synthetic_sweep(4e-5, 1e-9),
         "step_seconds": 0.8, "machine": "ignored"}))
-    options = comm_model.RunOptions(
-        calibration_json=str(calibration_path),
-        out_json=str(tmp_path / "model.json"),
-        out_png=str(tmp_path / "model.png"),
-        h100=comm_model.H100Setting(max_gpus=64))
-    out = io.StringIO()
-    comm_model.run(options, out=out)
+    result = subprocess.run(
+        [sys.executable, str(TOOL), f"--calibration_json={calibration_path}",
+         "--max_gpus=64", "--paper_inter_alpha_us=50",
+         "--h100_inter_gbits=3200", f"--out_json={tmp_path / 'model.json'}",
+         f"--out_png={tmp_path / 'model.png'}"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     written = json.loads((tmp_path / "model.json").read_text())
     assert set(written) == {"paper_checks", "paper_sensitivity",
                             "calibration", "scenarios"}
     assert set(written["scenarios"]) == {"paper", "h100", "local"}
     assert written["calibration"]["alpha"] == pytest.approx(4e-5)
+    paper = written["scenarios"]["paper"]["parameters"]
+    h100 = written["scenarios"]["h100"]["parameters"]
+    assert (paper["inter_alpha_us"], paper["max_gpus"]) == (50.0, 256)
+    assert (h100["inter_gbits"], h100["max_gpus"]) == (3200.0, 64)
+    assert h100["gpus_per_server"] == 8
+    assert max(row["gpus"] for row in written["scenarios"]["h100"][
+        "rows"]) == 64
     for scenario in written["scenarios"].values():
         assert {"parameters", "rows"} <= set(scenario)
         assert {"gpus", "algorithm", "overlap", "iteration_seconds",
                 "comm_seconds", "exposed_comm_seconds",
                 "efficiency"} <= set(scenario["rows"][0])
-    text = out.getvalue()
+    text = result.stdout
     assert "## paper" in text and "## h100" in text and "## local" in text
     assert "| 256 | 32 | halving_doubling |" in text
+    assert text.startswith("calibration: alpha = 40.0 us")
 
 
-def test_run_without_calibration_says_skipped():
-    out = io.StringIO()
-    result = comm_model.run(comm_model.RunOptions(
-        h100=comm_model.H100Setting(max_gpus=16)), out=out)
+def test_analyse_without_calibration_says_skipped():
+    result = comm_model.analyse(h100=comm_model.H100Setting(max_gpus=16))
     assert result["calibration"] == {"skipped": True}
-    assert "calibration skipped" in out.getvalue()
+    assert "calibration skipped" in comm_model.report(result)
     assert "local" not in result["scenarios"]
+
+
+def test_report_tables():
+    result = comm_model.analyse(h100=comm_model.H100Setting(max_gpus=16))
+    lines = comm_model.scenario_table(result["scenarios"]["h100"]).split(
+        "\n")
+    assert lines[0].startswith("| GPUs | servers | algorithm | overlap |")
+    assert lines[1] == "|---:|---:|---|" + "---:|" * 7
+    assert len(lines) == 2 + 2 * 4  # 8 and 16 GPUs, four variants.
+    assert lines[2].startswith("| 8 | 1 | ring | yes |")
+    table = comm_model.sensitivity_table(result["paper_sensitivity"])
+    assert table.split("\n")[:3] == [
+        "| alpha us | algorithm | per layer | 1 MiB | 4 MiB | 25 MiB |",
+        "|---:|---|---:|---:|---:|---:|",
+        "| 10 | ring | " + " | ".join(
+            f"{row['efficiency']:.3f}" for row in result["paper_sensitivity"]
+            if row["alpha_us"] == 10 and row["algorithm"] == "ring") + " |"]
