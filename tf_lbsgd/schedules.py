@@ -1,26 +1,11 @@
-"""Learning-rate scaling and per-iteration schedules (Goyal et al., 2017).
+"""Learning-rate scaling and per-iteration schedules: R1-R4 of docs/paper.md.
 
-Implements recipe rows R1-R4 of Goyal et al. 2017 (arXiv:1706.02677):
-
-* R1, the linear scaling rule (Sec. 2.1), plus the square-root and "no scaling"
-  variants used in the paper's ablations.
-* R2, gradual warmup (Sec. 2.2): start at the kn=256 rate and add a constant
-  amount every iteration until the scaled rate is reached after 5 epochs.
-* R3, constant warmup (the ablation of Sec. 2.2).
-* R4, step decay: divide the rate by 10 at epochs 30, 60 and 80 of 90.
-
-All schedules are Keras 3 ``LearningRateSchedule`` objects evaluated per
-iteration: the ``step`` argument is the optimizer iteration counter. Every
-duration is given in epochs and converted to iterations by exactly one helper,
-:func:`epochs_to_steps`, so that boundaries are consistent everywhere. Decay
-boundaries are absolute epochs from the start of training (warmup included),
-as in the paper.
-
-Every schedule class is registered with Keras (``tf_lbsgd>StepDecay``, ...)
-and with gin (``schedules.StepDecay``, ...): an optimizer using one, nested
-warmups included, goes through ``model.save`` / ``keras.models.load_model``
-and ``keras.optimizers.serialize`` / ``deserialize`` without
-``custom_objects``.
+Linear scaling (R1, with the paper's sqrt and unscaled ablations), gradual and
+constant warmup (R2, R3) and step decay (R4), as Keras ``LearningRateSchedule``
+objects of the optimizer's iteration. Durations are in epochs, absolute from
+the start of training, and become iterations only in :func:`epochs_to_steps`.
+Every schedule class is registered with Keras (``tf_lbsgd>StepDecay``) and gin
+(``schedules.StepDecay``), so it saves and loads without ``custom_objects``.
 """
 
 import math
@@ -42,18 +27,7 @@ _LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
 
 def _finite_number(name, value):
-    """Returns ``value`` as a Python float, checking it is a finite number.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: The value to check.
-
-    Returns:
-        ``float(value)``.
-
-    Raises:
-        ValueError: If ``value`` is not a finite real number.
-    """
+    """``float(value)``; ValueError naming ``name`` unless a finite number."""
     try:
         result = float(value)
     except (TypeError, ValueError):
@@ -80,30 +54,14 @@ def _positive(name, value):
 
 
 def _check_choice(name, value, allowed):
-    """Checks that ``value`` is one of ``allowed``.
-
-    Args:
-        name: Argument name, used in the error message.
-        value: The value to check.
-        allowed: Tuple of allowed values.
-
-    Raises:
-        ValueError: If ``value`` is not in ``allowed``.
-    """
+    """ValueError naming ``name``, ``value`` and ``allowed`` unless it is in."""
     if value not in allowed:
         raise ValueError(
             f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
 
 
 def _check_schedule(value):
-    """Checks that ``value`` is a Keras ``LearningRateSchedule``.
-
-    Args:
-        value: The object passed as the post-warmup schedule.
-
-    Raises:
-        TypeError: If ``value`` is not a ``LearningRateSchedule``.
-    """
+    """TypeError unless ``value`` (a warmup's ``after``) is a schedule."""
     if not isinstance(value, _LearningRateSchedule):
         raise TypeError(
             "after must be a keras.optimizers.schedules.LearningRateSchedule, "
@@ -111,14 +69,7 @@ def _check_schedule(value):
 
 
 def _float_step(step):
-    """Converts an optimizer iteration (any numeric tensor/variable) to float32.
-
-    Args:
-        step: Python number, tensor or variable of any int/float dtype and shape.
-
-    Returns:
-        A float32 tensor with the same shape as ``step``.
-    """
+    """The iteration ``step`` (number, tensor or variable) as float32."""
     return tf.cast(tf.convert_to_tensor(step), tf.float32)
 
 
@@ -128,23 +79,19 @@ def _float_step(step):
 
 
 def epochs_to_steps(epochs, steps_per_epoch):
-    """Converts a duration in epochs to a number of iterations.
-
-    This is the single place where epoch durations (warmup length, decay
-    boundaries, training length) become iteration counts. The product is
-    rounded to the nearest integer, halves rounding up.
+    """Iterations in ``epochs``, rounded to the nearest (halves up).
 
     Args:
         epochs: Duration in epochs, >= 0 (may be fractional).
         steps_per_epoch: Iterations per epoch, > 0 (may be fractional, e.g.
-            ``1281167 / 8192`` when the last partial batch is not dropped).
+            ``1281167 / 8192``: no partial batch is dropped).
 
     Returns:
         The number of iterations as a Python int.
 
     Raises:
-        ValueError: If ``epochs`` is negative or ``steps_per_epoch`` is not
-            positive (or either is not a finite number).
+        ValueError: For a negative or non-finite ``epochs`` or a
+            ``steps_per_epoch`` that is not a positive number.
     """
     epochs = _non_negative("epochs", epochs)
     steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
@@ -153,20 +100,15 @@ def epochs_to_steps(epochs, steps_per_epoch):
 
 def scaled_learning_rate(global_batch_size, base_lr=0.1, base_batch_size=256,
                          scaling="linear"):
-    """Scales a reference learning rate to a minibatch size.
-
-    The scalings are the ones compared in the paper (PAPER.md R1 and the
-    headline table; arXiv:1706.02677 Sec. 2.1 and Sec. 5):
-
-    * ``'linear'``: ``base_lr * kn / base_batch_size`` (the rule).
-    * ``'sqrt'``: ``base_lr * sqrt(kn / base_batch_size)``.
-    * ``'none'``: ``base_lr`` (not scaled).
+    """Scales a reference learning rate to a minibatch size (R1, docs/paper.md).
 
     Args:
         global_batch_size: Total minibatch size kn over all workers, > 0.
         base_lr: Learning rate for ``base_batch_size``, >= 0.
         base_batch_size: Reference minibatch size, > 0.
-        scaling: One of ``'linear'``, ``'sqrt'``, ``'none'``.
+        scaling: ``'linear'`` (``base_lr * kn / base_batch_size``, the rule),
+            ``'sqrt'`` (``base_lr * sqrt(kn / base_batch_size)``) or
+            ``'none'`` (``base_lr``): the paper's ablations.
 
     Returns:
         The scaled learning rate as a Python float.
@@ -187,22 +129,10 @@ def scaled_learning_rate(global_batch_size, base_lr=0.1, base_batch_size=256,
 
 @gin.configurable
 def linear_scaling_rule(global_batch_size, base_lr=0.1, base_batch_size=256):
-    """Linear scaling rule: eta = base_lr * kn / base_batch_size.
+    """Linear scaling rule, eta = base_lr * kn / base_batch_size (R1).
 
-    PAPER.md R1; arXiv:1706.02677 Sec. 2.1: "When the minibatch size is
-    multiplied by k, multiply the learning rate by k." With the paper's
-    reference eta = 0.1 for kn = 256, kn = 8192 gives eta = 3.2.
-
-    Args:
-        global_batch_size: Total minibatch size kn over all workers, > 0.
-        base_lr: Learning rate for ``base_batch_size``, >= 0.
-        base_batch_size: Reference minibatch size, > 0.
-
-    Returns:
-        The scaled learning rate as a Python float.
-
-    Raises:
-        ValueError: If an argument is not a valid number.
+    R1 (docs/paper.md; arXiv:1706.02677 Sec. 2.1): 0.1 at kn = 256 is 3.2 at
+    8192. Arguments, result and errors as :func:`scaled_learning_rate`.
     """
     return scaled_learning_rate(global_batch_size, base_lr, base_batch_size,
                                 scaling="linear")
@@ -218,9 +148,8 @@ def linear_scaling_rule(global_batch_size, base_lr=0.1, base_batch_size=256):
 class StepDecay(_LearningRateSchedule):
     """Step decay: lr = peak_lr * factor ** (number of boundaries passed).
 
-    PAPER.md R4; arXiv:1706.02677 Sec. 5.1: 90 epochs, the rate is divided by
-    10 at epochs 30, 60 and 80. A boundary at iteration b is already applied at
-    iteration b.
+    R4 (docs/paper.md; arXiv:1706.02677 Sec. 5.1). A boundary at iteration b
+    applies from iteration b on.
 
     Args:
         peak_lr: Rate before the first boundary, >= 0.
@@ -276,7 +205,7 @@ class CosineDecay(_LearningRateSchedule):
 
     lr(t) = final_lr + (peak_lr - final_lr) * (1 + cos(pi * min(t, T) / T)) / 2
     with T = epochs_to_steps(total_epochs, steps_per_epoch); constant
-    ``final_lr`` after T. Not in the paper; offered as an alternative decay.
+    ``final_lr`` after T. Not in the paper.
 
     Args:
         peak_lr: Rate at step 0, >= 0.
@@ -348,19 +277,7 @@ class ConstantLR(_LearningRateSchedule):
 
 
 class _Warmup(_LearningRateSchedule):
-    """Common part of the warmup wrappers: a warmup phase, then ``after``.
-
-    Args:
-        after: Schedule used from iteration W on, evaluated at the absolute
-            iteration (so its boundaries count from the start of training).
-        start_lr: Rate at iteration 0, >= 0.
-        warmup_epochs: Warmup length in epochs, >= 0 (0 means no warmup).
-        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
-
-    Raises:
-        TypeError: If ``after`` is not a ``LearningRateSchedule``.
-        ValueError: For invalid numbers.
-    """
+    """A warmup phase, then ``after``; arguments as :class:`GradualWarmup`."""
 
     def __init__(self, after, start_lr, warmup_epochs, steps_per_epoch):
         super().__init__()
@@ -394,17 +311,10 @@ class _Warmup(_LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config):
-        """Rebuilds the schedule, deserialising the nested ``after`` schedule.
+        """Rebuilds the schedule from :meth:`get_config`'s dict.
 
-        An unregistered ``after`` class is found through Keras' custom
-        object scope (``custom_objects`` of ``load_model`` or
-        ``keras.optimizers.deserialize``).
-
-        Args:
-            config: A dict as returned by :meth:`get_config`.
-
-        Returns:
-            A new instance of ``cls``.
+        The nested ``after`` is deserialised; an unregistered class of it is
+        found through Keras' ``custom_objects``.
         """
         config = dict(config)
         if isinstance(config["after"], dict):
@@ -415,22 +325,16 @@ class _Warmup(_LearningRateSchedule):
 @gin.register
 @keras.saving.register_keras_serializable(package="tf_lbsgd")
 class GradualWarmup(_Warmup):
-    """Gradual (linear) warmup into another schedule.
+    """Gradual (linear) warmup into another schedule (R2, docs/paper.md).
 
-    PAPER.md R2; arXiv:1706.02677 Sec. 2.2: start from the kn=256 rate and add
-    a constant amount every iteration so that the post-warmup rate is reached
-    after 5 epochs. With W = epochs_to_steps(warmup_epochs, steps_per_epoch):
-
-    * t < W: lr = start_lr + (after(W) - start_lr) * t / W, so lr(0) = start_lr
-      and the line ends at after(W) at t = W;
-    * t >= W: lr = after(t).
-
-    W = 0 means no warmup (``after`` is used from the first iteration).
+    With W = epochs_to_steps(warmup_epochs, steps_per_epoch), lr(t) =
+    start_lr + (after(W) - start_lr) * t / W for t < W, then after(t).
 
     Args:
-        after: Post-warmup schedule, evaluated at the absolute iteration.
+        after: Post-warmup schedule, evaluated at the absolute iteration (its
+            boundaries count from the start of training).
         start_lr: Rate at iteration 0, >= 0.
-        warmup_epochs: Warmup length in epochs, >= 0.
+        warmup_epochs: Warmup length in epochs, >= 0 (0: no warmup).
         steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
 
     Raises:
@@ -448,21 +352,10 @@ class GradualWarmup(_Warmup):
 @gin.register
 @keras.saving.register_keras_serializable(package="tf_lbsgd")
 class ConstantWarmup(_Warmup):
-    """Constant warmup into another schedule (the paper's ablation).
+    """Constant warmup into another schedule (R3, the paper's ablation).
 
-    PAPER.md R3; arXiv:1706.02677 Sec. 2.2: lr = start_lr for t < W, then
-    lr = after(t), i.e. a jump at t = W, with
-    W = epochs_to_steps(warmup_epochs, steps_per_epoch).
-
-    Args:
-        after: Post-warmup schedule, evaluated at the absolute iteration.
-        start_lr: Rate during warmup, >= 0.
-        warmup_epochs: Warmup length in epochs, >= 0.
-        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
-
-    Raises:
-        TypeError: If ``after`` is not a ``LearningRateSchedule``.
-        ValueError: For invalid numbers.
+    lr(t) = start_lr for t < W, then after(t): a jump at t = W. Arguments and
+    errors as :class:`GradualWarmup`.
     """
 
     def _warmup_lr(self, step):
@@ -477,19 +370,7 @@ class ConstantWarmup(_Warmup):
 
 def _build_decay(decay, peak_lr, steps_per_epoch, decay_epochs, decay_factor,
                  total_epochs):
-    """Builds the post-warmup schedule named by ``decay``.
-
-    Args:
-        decay: One of ``'step'``, ``'cosine'``, ``'constant'``.
-        peak_lr: Rate at the start of the decay schedule.
-        steps_per_epoch: Iterations per epoch.
-        decay_epochs: Boundaries for ``'step'``.
-        decay_factor: Factor for ``'step'``.
-        total_epochs: Length of the ``'cosine'`` decay.
-
-    Returns:
-        A ``LearningRateSchedule``.
-    """
+    """The post-warmup schedule named by ``decay``, starting at ``peak_lr``."""
     if decay == "step":
         return StepDecay(peak_lr, steps_per_epoch, tuple(decay_epochs), decay_factor)
     if decay == "cosine":
@@ -503,19 +384,12 @@ def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1
                                  warmup="gradual", warmup_epochs=5.0, decay="step",
                                  decay_epochs=(30, 60, 80), decay_factor=0.1,
                                  total_epochs=90.0):
-    """Builds the paper's learning-rate schedule (PAPER.md R1-R4).
+    """Builds the paper's learning-rate schedule (R1-R4, docs/paper.md).
 
-    The peak rate is ``scaled_learning_rate(global_batch_size, base_lr,
-    base_batch_size, scaling)``. Warmup starts from ``base_lr`` (the kn=256
-    rate: "start from eta"), or from the peak rate itself when that is lower
-    (kn below the reference batch: no warmup is needed), and all epochs are
-    absolute from the start of training.
-
-    Example, the paper's ImageNet 8k setting: ``global_batch_size=8192``,
-    ``steps_per_epoch=1281167 / 8192`` and the defaults give lr = 0.1 at
-    step 0, rising by a constant amount per iteration to 3.2 at the end of
-    the 5 warmup epochs (step 782), then 0.32 from epoch 30, 0.032 from
-    epoch 60 and 0.0032 from epoch 80 to the end of epoch 90.
+    The peak rate is :func:`scaled_learning_rate`; warmup starts at
+    ``base_lr`` (or at the peak when kn is below the reference batch). The
+    defaults at kn = 8192 on ImageNet: 0.1 at step 0, 3.2 after the 5 warmup
+    epochs, then 0.32, 0.032 and 0.0032 from epochs 30, 60 and 80.
 
     Args:
         global_batch_size: Total minibatch size kn over all workers, > 0.
@@ -534,9 +408,8 @@ def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1
         A Keras ``LearningRateSchedule`` evaluated per iteration.
 
     Raises:
-        ValueError: For an unknown ``scaling``, ``warmup`` or ``decay`` name
-            (the message names the value and the allowed ones) or an invalid
-            number.
+        ValueError: For an unknown ``scaling``, ``warmup`` or ``decay`` (the
+            message lists the allowed ones) or an invalid number.
     """
     _check_choice("scaling", scaling, _SCALINGS)
     _check_choice("warmup", warmup, _WARMUPS)
