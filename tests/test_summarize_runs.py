@@ -103,11 +103,11 @@ def test_median_of_final():
         run_outputs.median_of_final([1.0], count=0)
 
 
-def test_parse_gin_value():
+def test_gin_value():
     assert run_outputs.gin_value(
         CONFIG_8K, "build_learning_rate_schedule.warmup") == "gradual"
-    assert run_outputs.gin_value(CONFIG_FASHION,
-                                "build_learning_rate_schedule.warmup") == "none"
+    assert run_outputs.gin_value(
+        CONFIG_FASHION, "build_learning_rate_schedule.warmup") == "none"
     assert run_outputs.gin_value(CONFIG_8K, "depth") == 50
     assert run_outputs.gin_value(CONFIG_8K, "zero_gamma") is True
     assert run_outputs.gin_value(CONFIG_8K, "run.epochs") == 90
@@ -154,7 +154,8 @@ def test_read_run(runs):
 
 
 def test_format_table(runs):
-    table = run_summary.format_table([run_summary.read_run(str(d)) for d in runs])
+    table = run_summary.format_table(
+        [run_summary.read_run(str(d)) for d in runs])
     rows = _rows(table)
     assert list(rows) == ["resnet50_kn8k", "fashion", "bare"]
     ours = 100 * statistics.median(HISTORY_8K[-5:])
@@ -182,8 +183,8 @@ def test_explicit_paper_row(runs):
     row = _rows(run_summary.format_table([run], rows))["fashion"]
     assert row["paper top-1 err %"] == "22.36 (resnet101_kn8k)"
     assert row["ours - paper"] == "-13.36"
-    assert run_summary.paper_row(run, run_summary.parse_paper_rows(["resnet50_kn256"])) == (
-        "resnet50_kn256")
+    every_run = run_summary.parse_paper_rows(["resnet50_kn256"])
+    assert run_summary.paper_row(run, every_run) == "resnet50_kn256"
     with pytest.raises(ValueError, match="'resnet50_kn9k'"):
         run_summary.parse_paper_rows(["resnet50_kn9k"])
 
@@ -194,8 +195,8 @@ def test_paper_values():
     assert paper.TOP1_ERROR["resnet50_kn8k_unscaled"] == (41.67, 0.10)
     assert paper.TOP1_ERROR["resnet50_kn8k_no_zero_gamma"][0] == 24.11
     assert paper.TOP1_ERROR["resnet50_kn256_no_zero_gamma"][0] == 23.84
-    experiments = {p.stem for p in
-                   (REPO_ROOT / "gin" / "experiments" / "imagenet").glob("*.gin")}
+    folder = REPO_ROOT / "gin" / "experiments" / "imagenet"
+    experiments = {p.stem for p in folder.glob("*.gin")}
     if experiments:
         assert set(paper.TOP1_ERROR) <= experiments
 
@@ -205,7 +206,8 @@ def test_bad_dirs(tmp_path):
         run_summary.read_run(str(tmp_path / "nowhere"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(run_outputs.RunError, match=r"empty/metrics\.json does not"):
+    with pytest.raises(run_outputs.RunError,
+                       match=r"empty/metrics\.json does not"):
         run_summary.read_run(str(empty))
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
