@@ -1,17 +1,23 @@
-"""tools/reproduce.py end to end: the tiny preset through the real CLI."""
+"""tools/reproduce.py end to end (the tiny preset through the real CLI),
+and its library tf_lbsgd.reproduction.runner in-process."""
 
 import json
 import os
+import pathlib
 import statistics
 import subprocess
 import sys
 
 import pytest
 
-from tool_loader import REPO_ROOT
-from tool_loader import load_tool
+from tf_lbsgd.reproduction import grid
+from tf_lbsgd.reproduction import runner
 
+# abspath, not resolve(): under Bazel the test file is a symlink into the
+# checkout, and the tool must come from the runfiles next to it.
+REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 TOOL = str(REPO_ROOT / "tools" / "reproduce.py")
+TINY = grid.PRESETS["tiny"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -70,35 +76,33 @@ def test_report_tables_and_figures(tiny):
     assert numbers["large_kn"] == 64
 
 
-def test_a_second_run_trains_nothing_and_redraws(tiny):
+def test_a_second_run_trains_nothing_and_redraws(tiny, capsys):
     runs, report, _ = tiny
     logs = {p: (runs / p / "log.txt").stat().st_size for p in os.listdir(runs)}
-    result = _reproduce(f"--runs_dir={runs}", f"--report={report}",
-                        "--report_only")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("(finished earlier)") == 3
+    report.unlink()
+    outcome = runner.run(TINY, str(runs), str(report), report_only=True)
+    assert outcome.large_kn == 64
+    assert capsys.readouterr().out.count("(finished earlier)") == 3
+    assert report.read_text().startswith("# Goyal et al. 2017 at small scale")
     assert logs == {p: (runs / p / "log.txt").stat().st_size
                     for p in os.listdir(runs)}
 
 
 def test_bad_requests_name_the_problem(tiny, tmp_path):
     runs, _, _ = tiny
-    tool = load_tool("reproduce")
-    preset = tool.grid.PRESETS["tiny"]
     with pytest.raises(ValueError, match=r"--large_kn=48 is not a size of "
                        r"the sweep \[32, 64\]"):
-        tool.run(preset, str(runs), str(tmp_path / "r.md"), large_kn=48,
+        runner.run(TINY, str(runs), str(tmp_path / "r.md"), large_kn=48,
                  report_only=True)
     with pytest.raises(FileNotFoundError,
                        match="kn32-gradual_warmup-s0 is not finished"):
-        tool.run(preset, str(tmp_path / "empty"), str(tmp_path / "r.md"),
+        runner.run(TINY, str(tmp_path / "empty"), str(tmp_path / "r.md"),
                  report_only=True)
 
 
 def test_dry_run_prints_the_cli_commands(tmp_path, capsys):
-    tool = load_tool("reproduce")
-    tool.run(tool.grid.PRESETS["tiny"], str(tmp_path / "runs"),
-             str(tmp_path / "r.md"), dry_run=True)
+    runner.run(TINY, str(tmp_path / "runs"), str(tmp_path / "r.md"),
+               dry_run=True)
     lines = [l for l in capsys.readouterr().out.splitlines()
              if "-m tf_lbsgd" in l]
     assert len(lines) == 2 + 1  # The sweep, then the ablation.
@@ -107,8 +111,7 @@ def test_dry_run_prints_the_cli_commands(tmp_path, capsys):
 
 
 def test_the_report_names_the_command_without_report_only():
-    tool = load_tool("reproduce")
     argv = ["tools/reproduce.py", "--preset=full", "--report_only",
             "--report=docs/r.md", "--noreport_only"]
-    assert tool.reproducing_command(argv) == (
+    assert runner.reproducing_command("tools/reproduce.py", argv) == (
         "python tools/reproduce.py --preset=full --report=docs/r.md")

@@ -6,14 +6,14 @@ tables report medians over rounds and ratios against the peers.
 """
 
 import datetime
-import json
 import os
 import platform
 import statistics
 import time
 
-import numpy as np
 import tensorflow as tf
+
+from tf_lbsgd.analysis import tables
 
 
 def machine_info():
@@ -98,35 +98,16 @@ def matmul_gflops(size=1024, seconds=2.0, dtype=tf.float32):
 
 
 def format_table(header, rows):
-    """A markdown table; floats get 3 significant digits (4 if >= 1000)."""
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.4g}" if abs(value) >= 1000 else f"{value:.3g}"
-        return str(value)
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-    return "\n".join(lines)
+    """A markdown table: `tables.markdown_table` (floats to 3 significant
+    digits, 4 from 1000 up)."""
+    return tables.markdown_table(header, rows)
 
 
 def write_json(path, payload):
-    """Writes `payload` with the machine info to `path` (dirs created)."""
-    if not path:
-        return
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as out:
-        json.dump({"machine": machine_info(), **payload}, out, indent=2,
-                  default=_jsonable)
-        out.write("\n")
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {value!r}")
+    """Writes `payload` with the machine info to `path` (dirs created);
+    nothing without a `path`."""
+    if path:
+        tables.write_json(path, {"machine": machine_info(), **payload})
 
 
 def synthetic_dataset(strategy, per_replica_batch, image_shape, num_classes,

@@ -2,6 +2,7 @@
 findings, and a JSON of every number."""
 
 from tf_lbsgd import paper
+from tf_lbsgd.analysis import tables
 from tf_lbsgd.reproduction import findings as findings_lib
 from tf_lbsgd.reproduction import grid
 from tf_lbsgd.reproduction import plots
@@ -40,10 +41,9 @@ def _paper_cells(row, baseline_row):
 
 
 def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A markdown table of cells already formatted as the report writes
+    them (`str` of each)."""
+    return tables.markdown_table(header, rows, cell=str)
 
 
 def table_1(outcome):

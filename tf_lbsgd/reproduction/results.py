@@ -16,8 +16,8 @@ import statistics
 import numpy as np
 import tensorflow as tf
 
-from tf_lbsgd import outputs
-from tf_lbsgd.trainer import median_of_final
+from tf_lbsgd.analysis.run_outputs import median_of_final
+from tf_lbsgd.analysis.run_outputs import read_metrics
 
 RUN_INFO = "run.json"
 DIVERGED = "diverged.json"
@@ -46,9 +46,13 @@ class RunResult:
     images_per_second: float = None
 
 
-def _read_json(path):
+def recorded_wall_seconds(model_dir):
+    """The wall seconds `run.json` records for `model_dir`, or None."""
+    path = os.path.join(model_dir, RUN_INFO)
+    if not os.path.exists(path):
+        return None
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return json.load(f)["wall_seconds"]
 
 
 def training_curve(model_dir, steps_per_epoch):
@@ -72,7 +76,7 @@ def is_finished(model_dir, total_steps):
     """Whether the run in `model_dir` trained all `total_steps` or diverged."""
     if os.path.exists(os.path.join(model_dir, DIVERGED)):
         return True
-    metrics = outputs.read_metrics(model_dir)
+    metrics = read_metrics(model_dir)
     return (metrics.get("global_step") == total_steps
             and bool(metrics.get("eval", {}).get("top1_error_history")))
 
@@ -84,12 +88,10 @@ def read_run(model_dir, steps_per_epoch, final_evals):
         FileNotFoundError: naming `model_dir` if it holds no finished run.
     """
     curve = training_curve(model_dir, steps_per_epoch)
-    info_path = os.path.join(model_dir, RUN_INFO)
-    wall = (_read_json(info_path)["wall_seconds"]
-            if os.path.exists(info_path) else None)
+    wall = recorded_wall_seconds(model_dir)
     if os.path.exists(os.path.join(model_dir, DIVERGED)):
         return RunResult(diverged=True, curve=curve, wall_seconds=wall)
-    metrics = outputs.read_metrics(model_dir)
+    metrics = read_metrics(model_dir)
     history = metrics.get("eval", {}).get("top1_error_history")
     if not history:
         raise FileNotFoundError(f"{model_dir} holds no finished run (no "
