@@ -1,5 +1,6 @@
-"""tools/bench_scaling.py: weak-scaling plan, efficiency, table, and one real
-1-worker vs 2-worker run of the small model on localhost (RING).
+"""Weak scaling on localhost: tf_lbsgd.analysis.scaling (plan, efficiency,
+table), tf_lbsgd.scaling_bench (the launcher runs) and one real run of
+tools/bench_scaling.py, 1 worker vs 2 workers of the small model (RING).
 
 No test asserts a timing: only that the numbers exist, are positive and that
 the derived ones follow from the measured ones.
@@ -7,16 +8,21 @@ the derived ones follow from the measured ones.
 
 import json
 import os
+import pathlib
 import statistics
+import subprocess
 import sys
 import time
 
 import pytest
-from absl import flags
 
-from tool_loader import load_tool
+from tf_lbsgd import scaling_bench
+from tf_lbsgd.analysis import scaling
 
-tool = load_tool("bench_scaling")
+# abspath, not resolve(): under Bazel the test file is a symlink into the
+# checkout, and the tools must come from the runfiles next to it.
+TOOLS = pathlib.Path(os.path.abspath(__file__)).parents[1] / "tools"
+LAUNCHER = (sys.executable, str(TOOLS / "launch_local.py"))
 
 
 def _run(model, workers, pack, step, allreduce, batch=8):
@@ -26,7 +32,7 @@ def _run(model, workers, pack, step, allreduce, batch=8):
 
 
 def test_scaling_rows_hand_numbers():
-    rows = tool.scaling_rows([
+    rows = scaling.scaling_rows([
         _run("m", 1, 0, 0.5, 0.01),
         _run("m", 2, 0, 0.625, 0.125),
         _run("m", 2, 4096, 0.5, 0.1),
@@ -43,18 +49,18 @@ def test_scaling_rows_hand_numbers():
 
 
 def test_scaling_table_and_goal_lines():
-    rows = tool.scaling_rows([_run("resnet50", 1, 0, 2.0, 0.001),
+    rows = scaling.scaling_rows([_run("resnet50", 1, 0, 2.0, 0.001),
                               _run("resnet50", 2, 0, 2.5, 0.5),
                               _run("resnet50", 2, 4096, 2.0, 0.4),
                               _run("small", 2, 0, 1.0, 0.1)])
-    table = tool.scaling_table(rows).splitlines()
+    table = scaling.scaling_table(rows).splitlines()
     assert table[0].startswith("| model | workers | bytes_per_pack |")
     assert len(table) == 2 + 4
     assert table[4] == (
         "| resnet50 | 2 | 4096 | 8 | 2000 | 400 | 8 | 1 | 0.2 | - |")
     assert table[5].split(" | ")[7] == "-"  # Efficiency without baseline.
     assert "compute ms" not in table[0]
-    assert tool.goal_lines(rows) == [
+    assert scaling.goal_lines(rows) == [
         "goal resnet50 2 workers efficiency >= 90% (bytes_per_pack=0): "
         "80.0%, NOT met",
         "goal resnet50 2 workers efficiency >= 90% (bytes_per_pack=4096): "
@@ -62,13 +68,13 @@ def test_scaling_table_and_goal_lines():
 
 
 def test_compute_column_only_when_measured():
-    rows = tool.scaling_rows([dict(_run("m", 1, 0, 0.5, 0.01),
+    rows = scaling.scaling_rows([dict(_run("m", 1, 0, 0.5, 0.01),
                                    compute_seconds=0.25),
                               dict(_run("m", 2, 0, 1.0, 0.1),
                                    others_cores=[0.5, 1.25])])
     assert [r["compute_ms"] for r in rows] == [250.0, None]
     assert [r["others_cores"] for r in rows] == [None, 1.25]  # The most.
-    table = tool.scaling_table(rows).splitlines()
+    table = scaling.scaling_table(rows).splitlines()
     assert table[0].endswith("| others' cores | compute ms (no allreduce) |")
     assert table[2].endswith("| 0.02 | - | 250 |")
     assert table[3].endswith("| 0.1 | 1.25 | - |")
@@ -76,12 +82,12 @@ def test_compute_column_only_when_measured():
 
 def test_others_cores():
     # 30 busy CPU seconds in 10 s, 12 of them ours: others kept 1.8 cores.
-    assert tool.others_cores(30.0, 12.0, 10.0) == pytest.approx(1.8)
-    assert tool.others_cores(10.0, 12.0, 10.0) == 0.0  # Clock granularity.
-    assert tool.others_cores(None, 12.0, 10.0) is None
-    busy = tool.busy_cpu_seconds()
+    assert scaling.others_cores(30.0, 12.0, 10.0) == pytest.approx(1.8)
+    assert scaling.others_cores(10.0, 12.0, 10.0) == 0.0  # Clock granularity.
+    assert scaling.others_cores(None, 12.0, 10.0) is None
+    busy = scaling.busy_cpu_seconds()
     assert busy is None or busy > 0
-    assert tool.own_cpu_seconds() > 0
+    assert scaling.own_cpu_seconds() > 0
 
 
 def test_busy_cpu_seconds_reads_proc_stat(tmp_path):
@@ -90,8 +96,8 @@ def test_busy_cpu_seconds_reads_proc_stat(tmp_path):
     # user nice system idle iowait irq softirq steal guest guest_nice
     stat.write_text(f"cpu  {hz} 0 {2 * hz} 999999 77 0 0 {hz} 5 0\n"
                     "cpu0 1 2 3\n")
-    assert tool.busy_cpu_seconds(str(stat)) == pytest.approx(4.0)
-    assert tool.busy_cpu_seconds(str(tmp_path / "missing")) is None
+    assert scaling.busy_cpu_seconds(str(stat)) == pytest.approx(4.0)
+    assert scaling.busy_cpu_seconds(str(tmp_path / "missing")) is None
 
 
 def test_merge_runs_pools_rounds():
@@ -104,7 +110,7 @@ def test_merge_runs_pools_rounds():
                   wall_seconds=[12.0], others_cores=[])
     other = dict(first, bytes_per_pack=8, loop_seconds=[1.0],
                  allreduce_seconds_all=[0.5], compute_loop_seconds=[0.5, 0.7])
-    merged = tool.merge_runs([first, other, second])
+    merged = scaling.merge_runs([first, other, second])
     assert len(merged) == 2
     assert merged[0]["loop_seconds"] == [2.0, 4.0, 3.0]
     assert merged[0]["rounds"] == 2
@@ -122,56 +128,68 @@ def test_local_step_keys_only_with_a_one_worker_small_run():
     runs = [dict(_run("resnet50", 1, 0, 6.0, 0.01), gradient_bytes=100),
             dict(_run("small", 2, 0, 0.2, 0.02), gradient_bytes=10),
             dict(_run("small", 1, 0, 0.1, 0.001, batch=32), gradient_bytes=10)]
-    assert tool.local_step(runs) == {"step_seconds": 0.1,
+    assert scaling.local_step(runs) == {"step_seconds": 0.1,
                                      "gradient_bytes": 10,
                                      "images_per_worker": 32}
-    assert tool.local_step(runs[:2]) == {}  # Absent, not null.
+    assert scaling.local_step(runs[:2]) == {}  # Absent, not null.
 
 
 def test_plan_runs():
-    plan = tool.plan_runs(["a", "b"], [1, 2], [0, 4096], sweep=True)
+    plan = scaling.plan_runs(["a", "b"], [1, 2], [0, 4096], sweep=True)
     assert [(r["model"], r["workers"], r["bytes_per_pack"], r["sweep"])
             for r in plan] == [("a", 1, 0, False), ("a", 2, 0, True),
                                ("a", 2, 4096, False), ("b", 1, 0, False),
                                ("b", 2, 0, False), ("b", 2, 4096, False)]
-    assert not any(r["sweep"] for r in tool.plan_runs(["a"], [1, 2], [0],
+    assert not any(r["sweep"] for r in scaling.plan_runs(["a"], [1, 2], [0],
                                                       sweep=False))
 
 
 def test_settings_for():
-    assert tool.settings_for("small") == {
+    assert scaling.settings_for("small") == {
         "per_worker_batch": 32, "loops": 3, "steps_per_loop": 20}
-    assert tool.settings_for("resnet50") == {
+    assert scaling.settings_for("resnet50") == {
         "per_worker_batch": 8, "loops": 3, "steps_per_loop": 2}
-    assert tool.settings_for("resnet50", per_worker_batch=2, loops=1) == {
+    assert scaling.settings_for("resnet50", per_worker_batch=2, loops=1) == {
         "per_worker_batch": 2, "loops": 1, "steps_per_loop": 2}
     with pytest.raises(ValueError, match="unknown model"):
-        tool.settings_for("vgg")
+        scaling.settings_for("vgg")
 
 
-def test_flags_are_defined_only_on_request():
-    assert "worker_json" not in flags.FLAGS
-    load_tool("bench_scaling")  # A second import defines nothing either.
-    values = flags.FlagValues()
-    tool.define_flags(values)
-    values(["bench_scaling"])
-    assert values.role == "driver"
-    assert values.models == ["small", "resnet50"]
-    assert values.bytes_per_pack == ["0", "4194304"]
-    assert not values.measure_compute
-    assert [int(s) for s in values.sweep_sizes] == [
-        4096 * 4 ** i for i in range(8)]
+def test_check_plan():
+    scaling.check_plan(["small"], [1, 2], [0], rounds=1)
+    with pytest.raises(ValueError, match="must not be empty"):
+        scaling.check_plan([], [1, 2], [0], rounds=1)
+    with pytest.raises(ValueError, match=r"\(\[0, 2\]\) must be >= 1"):
+        scaling.check_plan(["small"], [0, 2], [0], rounds=1)
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        scaling.check_plan(["vgg"], [1], [0], rounds=1)
+    assert scaling.DEFAULT_SWEEP_SIZES == [4096 * 4 ** i for i in range(8)]
 
 
-def test_two_local_workers_end_to_end(tmp_path, capsys):
+def test_report_notes_load_sweep_and_failures():
+    rows = scaling.scaling_rows([dict(_run("m", 1, 0, 0.5, 0.01),
+                                      others_cores=[0.5])])
+    text = scaling.report(rows, [{"bytes": 4096, "workers": 2,
+                                  "seconds": 0.002}],
+                          [{"run": "m workers=2", "round": 0}]).splitlines()
+    assert text[:3] == scaling.scaling_table(rows).splitlines()
+    assert text[4].startswith("note: other processes kept up to 0.50 cores")
+    assert text[6:9] == ["| bytes | workers | allreduce ms | MB/s (bytes / "
+                         "time) |", "|---|---|---|---|", "| 4096 | 2 | 2 | "
+                         "2.05 |"]
+    assert text[-1] == "FAILED: m workers=2 (round 1)"
+
+
+def test_two_local_workers_end_to_end(tmp_path):
     out = tmp_path / "scaling.json"
-    values = flags.FlagValues()
-    tool.define_flags(values)
-    values(["bench_scaling", "--models=small", "--per_worker_batch=4",
-            "--loops=1", "--steps_per_loop=3", "--bytes_per_pack=0",
-            "--allreduce_repeats=1", "--sweep_sizes=4096,16384",
-            "--sweep_repeats=1", "--run_timeout=240", f"--out_json={out}"])
-    assert tool.run_driver(values) == 0
+    process = subprocess.run(
+        [sys.executable, str(TOOLS / "bench_scaling.py"), "--models=small",
+         "--per_worker_batch=4", "--loops=1", "--steps_per_loop=3",
+         "--bytes_per_pack=0", "--allreduce_repeats=1",
+         "--sweep_sizes=4096,16384", "--sweep_repeats=1", "--run_timeout=240",
+         f"--out_json={out}"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["failures"] == []
     assert "cpu" in result["machine"]
@@ -210,25 +228,28 @@ def test_two_local_workers_end_to_end(tmp_path, capsys):
     assert [r["bytes"] for r in sweep] == [4096, 16384]
     assert all(r["workers"] == 2 and r["seconds"] > 0 for r in sweep)
 
-    printed = capsys.readouterr().out
+    printed = process.stdout
     assert "| small | 2 | 0 | 4 |" in printed
     assert result["table"] in printed
 
 
 def test_launch_reports_a_failed_worker():
-    with pytest.raises(tool.RunFailed, match="launcher exit code 1") as error:
-        tool.launch(2, [sys.executable, "-c",
-                        "import json, os, sys\n"
-                        "task = json.loads(os.environ['TF_CONFIG'])['task']\n"
-                        "print('bench_scaling: worker', task['index'])\n"
-                        "sys.exit(3 if task['index'] == 1 else 0)"],
-                    cores_per_worker=None, timeout=60, grace_seconds=1)
+    worker = ("import json, os, sys\n"
+              "task = json.loads(os.environ['TF_CONFIG'])['task']\n"
+              "print('bench_scaling: worker', task['index'])\n"
+              "sys.exit(3 if task['index'] == 1 else 0)")
+    with pytest.raises(scaling_bench.RunFailed,
+                       match="launcher exit code 1") as error:
+        scaling_bench.launch(LAUNCHER, 2, [sys.executable, "-c", worker],
+                             cores_per_worker=None, timeout=60,
+                             grace_seconds=1)
     assert "[worker 1] bench_scaling: worker 1" in str(error.value)
 
 
 def test_launch_stops_a_hung_run():
     start = time.monotonic()
-    with pytest.raises(tool.RunFailed, match="timed out after 2 s"):
-        tool.launch(1, [sys.executable, "-c", "import time; time.sleep(120)"],
-                    cores_per_worker=1, timeout=2, grace_seconds=1)
+    with pytest.raises(scaling_bench.RunFailed, match="timed out after 2 s"):
+        scaling_bench.launch(
+            LAUNCHER, 1, [sys.executable, "-c", "import time; time.sleep(120)"],
+            cores_per_worker=1, timeout=2, grace_seconds=1)
     assert time.monotonic() - start < 30
