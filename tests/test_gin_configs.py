@@ -43,7 +43,7 @@ def _build(path, bindings=()):
     schedule = schedules.build_learning_rate_schedule(
         global_batch_size=kn, steps_per_epoch=data.num_train / kn,
         total_epochs=epochs)
-    optimizer = optimizers.build_optimizer(learning_rate=schedule)
+    optimizer = optimizers.MomentumSGD(learning_rate=schedule)
     assert float(optimizer.learning_rate) > 0
     return model
 

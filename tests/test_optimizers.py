@@ -291,8 +291,8 @@ def test_decay_rule_overrides_the_default_in_python():
 
 def test_decay_rule_from_gin_saves_and_loads():
     gin.parse_config(
-        "optimizers.build_optimizer.decay_rule = @decay_only_embeddings")
-    opt = optimizers.build_optimizer(learning_rate=0.5, l2_weight_decay=0.1)
+        "optimizers.MomentumSGD.decay_rule = @decay_only_embeddings")
+    opt = MomentumSGD(learning_rate=0.5, l2_weight_decay=0.1)
     assert _moved_by_decay_alone(opt, _every_kind_of_variable()) == {
         "embedding/embeddings"}
     clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
@@ -484,14 +484,21 @@ def test_bad_arguments_raise_naming_the_value(kwargs, named):
         MomentumSGD(**kwargs)
 
 
-def test_build_optimizer_is_gin_configurable():
+def test_momentum_sgd_is_gin_configurable():
     gin.parse_config("""
-        optimizers.build_optimizer.velocity_form = 'scaled'
-        optimizers.build_optimizer.nesterov = True
-        optimizers.build_optimizer.l2_weight_decay = 5e-5
+        optimizers.MomentumSGD.velocity_form = 'scaled'
+        optimizers.MomentumSGD.nesterov = True
+        optimizers.MomentumSGD.l2_weight_decay = 5e-5
     """)
-    opt = optimizers.build_optimizer(learning_rate=0.4)
-    assert isinstance(opt, MomentumSGD)
+    opt = MomentumSGD(learning_rate=0.4, nesterov=False)
     assert (opt.velocity_form, opt.nesterov, opt.l2_weight_decay) == (
-        "scaled", True, 5e-5)
+        "scaled", False, 5e-5)  # An argument given in Python wins.
     assert opt.momentum == 0.9 and opt.momentum_correction
+    assert optimizers.build_optimizer is MomentumSGD  # Deprecated alias.
+
+
+@pytest.mark.parametrize("name", ["learning_rate", "aggregate_gradients"])
+def test_the_training_loop_settings_are_not_gin_bindable(name):
+    """The schedule gives the rate and the loop decides the all-reduce."""
+    with pytest.raises(ValueError, match=name):
+        gin.parse_config(f"optimizers.MomentumSGD.{name} = 0.5")

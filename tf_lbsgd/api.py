@@ -43,7 +43,7 @@ class Recipe:
     Learning rate (R1-R4, `schedules.build_learning_rate_schedule`): the
     rate `base_lr` per `base_batch_size` images scaled by `scaling` to kn,
     reached by a `warmup` over `warmup_epochs`, then decayed by `decay`.
-    Optimizer (R5-R7, `optimizers.build_optimizer`): momentum SGD with L2
+    Optimizer (R5-R7, `optimizers.MomentumSGD`): momentum SGD with L2
     decay of the weights `decay_rule` picks (default: matrices and kernels).
     The rest: precision, XLA, loss, metrics, loop, checkpoints, warm start,
     export (see `train_lib.train_model`).
@@ -104,9 +104,9 @@ class Recipe:
             decay_factor=self.decay_factor)
 
     def optimizer_fn(self):
-        """`build_optimizer` with this recipe's settings."""
+        """`MomentumSGD` with this recipe's settings."""
         return functools.partial(
-            optimizers.build_optimizer, momentum=self.momentum,
+            optimizers.MomentumSGD, momentum=self.momentum,
             nesterov=self.nesterov, velocity_form=self.velocity_form,
             momentum_correction=self.momentum_correction,
             l2_weight_decay=self.l2_weight_decay, decay_bias=self.decay_bias,

@@ -261,7 +261,7 @@ def _handle(variable):
     return variable.handle
 
 
-@gin.register
+@gin.configurable(denylist=["learning_rate", "aggregate_gradients"])
 @keras.saving.register_keras_serializable(package="tf_lbsgd")
 class MomentumSGD(keras.optimizers.Optimizer):
     """SGD with momentum, L2 weight decay and momentum correction.
@@ -311,13 +311,14 @@ class MomentumSGD(keras.optimizers.Optimizer):
         learning_rate: float, a
             ``keras.optimizers.schedules.LearningRateSchedule`` or a
             zero-argument callable.
-        momentum: ``m`` in [0, 1).
+        momentum: ``m`` in [0, 1); 0.9 in the paper.
         nesterov: use Nesterov momentum.
         velocity_form: ``'unscaled'`` (``eta`` outside the velocity) or
             ``'scaled'`` (velocity holds ``eta``).
         momentum_correction: apply ``c = eta / eta_old`` in the scaled form;
             ignored by the unscaled form, which needs none.
-        l2_weight_decay: ``lambda`` >= 0, added to the gradient.
+        l2_weight_decay: ``lambda`` >= 0, added to the gradient; 1e-4 in the
+            paper, whatever kn.
         decay_bias: also decay biases (default rule only).
         aggregate_gradients: sum the gradients over replicas in
             ``apply_gradients`` (Keras' default); False when the caller has
@@ -326,7 +327,8 @@ class MomentumSGD(keras.optimizers.Optimizer):
             kernel, no normalisation parameter, biases as ``decay_bias``
             says), or a callable ``variable -> bool`` deciding which
             variables are decayed, called once per variable when the
-            optimizer is built. To save and load the optimizer without
+            optimizer is built; in gin, a configurable function
+            (``optimizers.MomentumSGD.decay_rule = @my_rule``). To save and load the optimizer without
             ``custom_objects``, register the callable with
             ``keras.saving.register_keras_serializable``.
         name: optimizer name.
@@ -385,6 +387,8 @@ class MomentumSGD(keras.optimizers.Optimizer):
             return decays_variable(variable, self.decay_bias)
         return _decision(self.decay_rule, variable)
 
+    # Keras 3 has no public switch for this (tf.keras 2 had
+    # `apply_gradients(experimental_aggregate_gradients=False)`).
     def _all_reduce_sum_gradients(self, grads_and_vars):
         """Keras' replica-context gradient sum, skipped when already done."""
         if not self.aggregate_gradients:
@@ -539,46 +543,6 @@ class MomentumSGD(keras.optimizers.Optimizer):
         return super().from_config(config, custom_objects=custom_objects)
 
 
-@gin.configurable
-def build_optimizer(learning_rate,
-                    momentum=0.9,
-                    nesterov=False,
-                    velocity_form="unscaled",
-                    momentum_correction=True,
-                    l2_weight_decay=1e-4,
-                    decay_bias=False,
-                    aggregate_gradients=True,
-                    decay_rule=None):
-    """Builds the paper's optimiser (R5-R7): momentum SGD with L2 decay.
-
-    Args:
-        learning_rate: float, ``LearningRateSchedule`` or callable (e.g. the
-            linearly scaled rate with gradual warmup, R1/R2).
-        momentum: ``m``, 0.9 in the paper.
-        nesterov: Nesterov momentum (the paper's choice; plain momentum is
-            "equally effective").
-        velocity_form: ``'unscaled'`` or ``'scaled'`` (see ``MomentumSGD``).
-        momentum_correction: correct the scaled velocity on rate changes.
-        l2_weight_decay: ``lambda``, 1e-4 in the paper (not scaled with kn).
-        decay_bias: also decay biases (with the default rule).
-        aggregate_gradients: False when the training loop all-reduces the
-            gradients itself (``trainer.Trainer`` does).
-        decay_rule: None for ``decays_variable``, or a callable
-            ``variable -> bool`` choosing the decayed variables; in gin, a
-            configurable function, e.g.
-            ``build_optimizer.decay_rule = @my_decay_rule``.
-
-    Returns:
-        A ``MomentumSGD``.
-    """
-    return MomentumSGD(
-        learning_rate=learning_rate,
-        momentum=momentum,
-        nesterov=nesterov,
-        velocity_form=velocity_form,
-        momentum_correction=momentum_correction,
-        l2_weight_decay=l2_weight_decay,
-        decay_bias=decay_bias,
-        aggregate_gradients=aggregate_gradients,
-        decay_rule=decay_rule,
-    )
+# Deprecated alias of `MomentumSGD` for Python callers (gin files bind
+# `optimizers.MomentumSGD.*`).
+build_optimizer = MomentumSGD

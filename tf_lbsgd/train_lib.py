@@ -281,7 +281,7 @@ def train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
             total_epochs=) returning the learning-rate schedule; None for
             `schedules.build_learning_rate_schedule` (R1-R4).
         optimizer_fn: callable(learning_rate=, aggregate_gradients=)
-            returning the optimizer; None for `optimizers.build_optimizer`
+            returning the optimizer; None for `optimizers.MomentumSGD`
             (R5-R7).
         loss_fn: per-example loss `(labels, logits) -> [n]`; None for
             `losses.SoftmaxCrossEntropy()`.
@@ -322,7 +322,7 @@ def train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
                  if init_checkpoint else None)
     run_ = _Run(strategy, data, model, global_batch, epochs, seed, precision,
                 jit_compile, schedule_fn or schedules.build_learning_rate_schedule,
-                optimizer_fn or optimizers.build_optimizer)
+                optimizer_fn or optimizers.MomentumSGD)
     if init_path:  # A resumed run's own checkpoint overrides it below.
         logging.info("%s", warm_start.initialize_from_checkpoint(
             run_.model, init_path, skip_classifier=init_skip_classifier))
@@ -433,7 +433,7 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
 
     The strategy is `distribute.build_strategy`, the schedule
     `schedules.build_learning_rate_schedule`, the optimizer
-    `optimizers.build_optimizer`, the loss `losses.SoftmaxCrossEntropy`, the
+    `optimizers.MomentumSGD`, the loss `losses.SoftmaxCrossEntropy`, the
     all-reduce `allreduce.GradientAllReduce`, each configured by gin.
 
     Args:
