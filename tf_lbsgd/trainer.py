@@ -109,6 +109,7 @@ class Trainer(orbit.StandardTrainer):
                  gradient_allreduce=None, skipped_steps=None,
                  jit_compile=False, replica_statistics=None, loss_fn=None):
         inner = getattr(optimizer, "inner_optimizer", optimizer)
+        # Any other Keras optimizer sums again (Keras 3 has no public switch).
         if getattr(inner, "aggregate_gradients", True):
             raise ValueError(
                 f"optimizer {inner.name!r} sums gradients over replicas "
