@@ -5,7 +5,6 @@ so a model using them saves and loads without `custom_objects`, and
 `model.fit` on k replicas trains exactly as the project's own loop does.
 """
 
-import gin
 import keras
 import numpy as np
 import orbit
@@ -65,14 +64,6 @@ def test_optimizer_round_trips_through_keras_serialize():
     steps = tf.range(8)
     np.testing.assert_array_equal(clone._learning_rate(steps),  # pylint: disable=protected-access
                                   opt._learning_rate(steps))  # pylint: disable=protected-access
-
-
-def test_gin_names_stay_registered():
-    for name in ("optimizers.MomentumSGD", "layers.WorkerBatchNorm",
-                 "schedules.GradualWarmup", "schedules.StepDecay"):
-        assert gin.get_configurable(name) is not None, name
-    gin.parse_config("layers.WorkerBatchNorm.momentum = 0.5")
-    assert gin.get_configurable("layers.WorkerBatchNorm")().momentum == 0.5
 
 
 def test_saved_model_loads_without_custom_objects(tmp_path):

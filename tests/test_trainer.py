@@ -1,5 +1,5 @@
-"""Trainer pieces: the paper's median statistic, the NaN guard, the loss
-(label smoothing) and the evaluation's top-k errors."""
+"""Trainer pieces: the NaN guard, the loss (label smoothing) and the
+evaluation's top-k errors (the median statistic: test_summarize_runs)."""
 
 import logging
 
@@ -15,15 +15,6 @@ from tf_lbsgd import optimizers
 from tf_lbsgd.models.resnet_cifar import resnet_cifar
 from tf_lbsgd.trainer import Evaluator
 from tf_lbsgd.trainer import Trainer
-from tf_lbsgd.trainer import median_of_final
-
-
-def test_median_of_final_five():
-    errors = [0.9, 0.5, 0.30, 0.26, 0.25, 0.27, 0.24, 0.40]
-    assert median_of_final(errors) == np.median([0.26, 0.25, 0.27, 0.24, 0.40])
-    assert median_of_final([0.3, 0.2]) == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="no evaluation"):
-        median_of_final([])
 
 
 def test_nan_loss_stops_training_with_the_step():

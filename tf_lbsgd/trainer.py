@@ -28,6 +28,7 @@ import tensorflow as tf
 from tf_lbsgd import allreduce
 from tf_lbsgd import losses
 from tf_lbsgd import precision
+from tf_lbsgd.analysis.run_outputs import median_of_final
 
 # Exit code of the CLI when training stopped on a non-finite loss: a sweep
 # driver (tools/reproduce.py) records such a run as diverged.
@@ -198,17 +199,6 @@ class Trainer(orbit.StandardTrainer):
         }
         output.update(self.extra_outputs() if self.extra_outputs else {})
         return output
-
-
-def median_of_final(errors, count=5):
-    """The paper's statistic (R14): median error of the final `count` evals.
-
-    Goyal et al. 2017 (Sec. 5.1) report "the median error of the final 5
-    epochs" of each run, which is robust to the epoch-to-epoch noise.
-    """
-    if not errors:
-        raise ValueError("no evaluation has run yet")
-    return float(np.median(errors[-count:]))
 
 
 def check_top_k(top_k):

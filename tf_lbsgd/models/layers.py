@@ -14,12 +14,10 @@ the kernel that is faster with or without XLA.
 
 import contextlib
 
-import gin
 import keras
 import tensorflow as tf
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package="tf_lbsgd")
 class WorkerBatchNorm(keras.layers.Layer):
     """Batch normalisation with statistics over each worker's n examples (R9).

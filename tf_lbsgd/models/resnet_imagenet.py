@@ -149,13 +149,3 @@ def resnet_imagenet(input_shape=(224, 224, 3), num_classes=1000, depth=50,
 def resnet50(**kwargs):
     """ResNet-50 v1.5, the paper's model (R15); see `resnet_imagenet`."""
     return resnet_imagenet(depth=50, **kwargs)
-
-
-def resnet101(**kwargs):
-    """ResNet-101 v1.5; see `resnet_imagenet`."""
-    return resnet_imagenet(depth=101, **kwargs)
-
-
-def resnet152(**kwargs):
-    """ResNet-152 v1.5; see `resnet_imagenet`."""
-    return resnet_imagenet(depth=152, **kwargs)
