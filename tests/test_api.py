@@ -137,20 +137,28 @@ def test_export_mode_without_a_checkpoint_says_so(strategy, tmp_path):
                        mode="export")
 
 
+def _batch_norm_fused(model):
+    return [layer.fused for layer in model.layers
+            if isinstance(layer, tf_lbsgd.WorkerBatchNorm)]
+
+
 def test_warm_start_starts_at_the_donor_accuracy(trained, strategy,
                                                  tmp_path):
     """A new run initialised from the trained one, barely trained (rate
-    1e-6 for one epoch), scores as the donor did; from scratch it would not."""
+    1e-6 for one epoch), scores as the donor did; from scratch it would not.
+    It compiles with XLA, so its model was built with unfused BN ops."""
+    assert _batch_norm_fused(trained.model) == [True]  # No XLA there.
     recipe = tf_lbsgd.Recipe(epochs=1, global_batch_size=32, base_lr=1e-6,
                              warmup="none", decay="constant",
                              l2_weight_decay=0.0, steps_per_loop=10,
-                             export=False,
+                             export=False, jit_compile=True,
                              init_checkpoint=os.path.join(
                                  trained.model_dir, "ckpt-20"))
     result = tf_lbsgd.train(_model_fn, TRAIN, str(tmp_path / "warm"),
                             eval_data=TEST, num_classes=CLASSES,
                             strategy=strategy, recipe=recipe)
     assert result.metrics["global_step"] == 10  # A new run: from step 0.
+    assert _batch_norm_fused(result.model) == [False]
     assert result.metrics["eval"]["top1_error"] == pytest.approx(
         trained.metrics["eval"]["top1_error"], abs=0.02)
 
