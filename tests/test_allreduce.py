@@ -373,8 +373,6 @@ def test_get_config_round_trips_aggregate_gradients(aggregate):
     again = optimizers.MomentumSGD.from_config(config)
     assert again.aggregate_gradients is aggregate
     assert optimizers.MomentumSGD().aggregate_gradients is True
-    assert optimizers.build_optimizer(
-        0.1, aggregate_gradients=aggregate).aggregate_gradients is aggregate
 
 
 def test_gin_binds_the_gradient_allreduce():

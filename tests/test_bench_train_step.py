@@ -46,7 +46,7 @@ def test_summarize_rates_ratios_and_peak_share():
 
 
 def test_resnet50_training_flop_per_image():
-    """3 x 4.09 G multiply-adds x 2 (PAPER.md R15)."""
+    """3 x 4.09 G multiply-adds x 2 (R15, docs/paper.md)."""
     spec = bench.MODELS["resnet50"]
     model = spec["model_fn"](input_shape=spec["image_shape"],
                              num_classes=spec["num_classes"])

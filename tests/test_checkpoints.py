@@ -436,7 +436,7 @@ def test_default_log_warns_through_absl_and_on_stderr(model_dir, capsys,
 
 def _keras_checkpoint(model):
     """A checkpoint as train_lib builds it: model, built optimizer, step."""
-    optimizer = optimizers.build_optimizer(0.1)
+    optimizer = optimizers.MomentumSGD(0.1)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, name="global_step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,

@@ -214,7 +214,7 @@ def test_partial_servers_raise():
 def test_resnet50_profile():
     layers = comm_model.resnet50_layers()
     assert sum(layer.params for layer in layers) == 25_557_032
-    # 4.09 G forward multiply-adds per 224x224 image (PAPER.md R15).
+    # 4.09 G forward multiply-adds per 224x224 image (R15, docs/paper.md).
     assert sum(layer.macs for layer in layers) == pytest.approx(4.09e9,
                                                                 rel=1e-3)
     assert len(layers) == 54  # 53 conv layers (with their BN) and fc.
@@ -363,7 +363,7 @@ def test_paper_scenario_iteration_time():
     rows = comm_model.paper_scenario()["rows"]
     assert [r["gpus"] for r in rows[:6]] == [8, 16, 32, 64, 128, 256]
     for row in rows:
-        if row["gpus"] == 8:  # Fitted: 0.26 s x 0.90 (PAPER.md).
+        if row["gpus"] == 8:  # Fitted: 0.26 s x 0.90 (docs/paper.md).
             assert row["iteration_seconds"] == pytest.approx(0.234)
         if row["gpus"] == 256:
             assert 0.2 <= row["iteration_seconds"] <= 0.35

@@ -494,7 +494,6 @@ def test_momentum_sgd_is_gin_configurable():
     assert (opt.velocity_form, opt.nesterov, opt.l2_weight_decay) == (
         "scaled", False, 5e-5)  # An argument given in Python wins.
     assert opt.momentum == 0.9 and opt.momentum_correction
-    assert optimizers.build_optimizer is MomentumSGD  # Deprecated alias.
 
 
 @pytest.mark.parametrize("name", ["learning_rate", "aggregate_gradients"])

@@ -468,6 +468,8 @@ class Workspace:
             model_dir = self.tmp / "runs" / f"job{len(self.jobs)}"
             argv = (rewrite_flags(args, ["model_dir"], lambda _: model_dir)
                     + [f"--gin_bindings={b}" for b in SHORT_JOB])
+            if not any(a.startswith("--model_dir") for a in args):
+                argv.append(f"--model_dir={model_dir}")  # A tool's own job.
             result = self.run([sys.executable, "-m", "tf_lbsgd", *argv])
             assert result.returncode == 0, result.stderr[-3000:]
             self.jobs[key] = (model_dir, result)

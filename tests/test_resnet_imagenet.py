@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tf_lbsgd.models import flops
 from tf_lbsgd.models.layers import WorkerBatchNorm
-from tf_lbsgd.models.resnet_imagenet import resnet50, resnet_imagenet
+from tf_lbsgd.models.resnet_imagenet import resnet_imagenet
 
 RESNET50_BLOCKS = (3, 4, 6, 3)
 WIDTHS = (64, 128, 256, 512)
@@ -15,7 +15,7 @@ WIDTHS = (64, 128, 256, 512)
 
 @pytest.fixture(scope="module")
 def model50():
-    return resnet50()
+    return resnet_imagenet()
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_zero_gamma_on_the_last_bn_of_each_block(model50):
 
 
 def test_zero_gamma_false_keeps_all_gammas_at_one():
-    model = resnet50(input_shape=(32, 32, 3), num_classes=10,
+    model = resnet_imagenet(input_shape=(32, 32, 3), num_classes=10,
                      zero_gamma=False)
     gammas = _gammas(model, lambda name: True)
     assert len(gammas) == 1 + 3 * 16 + 4
@@ -146,7 +146,7 @@ def test_he_and_classifier_init(model50):
 
 def test_mixed_float16_keeps_float32_logits_and_variables(
         mixed_float16_policy):
-    model = resnet50(input_shape=(32, 32, 3), num_classes=10)
+    model = resnet_imagenet(input_shape=(32, 32, 3), num_classes=10)
     assert model.get_layer("s1b1_conv1").compute_dtype == "float16"
     assert model.output.dtype == "float32"
     assert all(v.dtype == "float32" for v in model.variables)
@@ -155,7 +155,7 @@ def test_mixed_float16_keeps_float32_logits_and_variables(
 
 
 def test_tiny_forward_backward_is_finite():
-    model = resnet50(input_shape=(64, 64, 3), num_classes=10)
+    model = resnet_imagenet(input_shape=(64, 64, 3), num_classes=10)
     images = tf.random.stateless_normal([2, 64, 64, 3], seed=[1, 2])
     labels = tf.constant([3, 7])
     with tf.GradientTape() as tape:

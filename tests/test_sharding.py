@@ -1,4 +1,4 @@
-"""Tests of the per-epoch shuffle divided among workers (PAPER.md R12)."""
+"""Tests of the per-epoch shuffle divided among workers (R12, docs/paper.md)."""
 
 import numpy as np
 import pytest

@@ -146,12 +146,14 @@ class SyntheticTrainer:
         import orbit
         from tf_lbsgd import optimizers
         from tf_lbsgd import trainer
+        from tf_lbsgd.models import layers
         self.strategy = strategy
         self.global_batch = per_replica_batch * strategy.num_replicas_in_sync
         with strategy.scope():
-            self.model = model_fn(input_shape=tuple(image_shape),
-                                  num_classes=num_classes)
-            self.optimizer = optimizers.build_optimizer(
+            with layers.built_for_xla(jit_compile):  # BN kernel for XLA.
+                self.model = model_fn(input_shape=tuple(image_shape),
+                                      num_classes=num_classes)
+            self.optimizer = optimizers.MomentumSGD(
                 learning_rate=learning_rate, aggregate_gradients=False)
             self.optimizer.build(self.model.trainable_variables)
             global_step = orbit.utils.create_global_step()

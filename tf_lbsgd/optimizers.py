@@ -541,8 +541,3 @@ class MomentumSGD(keras.optimizers.Optimizer):
             config["decay_rule"] = keras.saving.deserialize_keras_object(
                 config["decay_rule"], custom_objects=custom_objects)
         return super().from_config(config, custom_objects=custom_objects)
-
-
-# Deprecated alias of `MomentumSGD` for Python callers (gin files bind
-# `optimizers.MomentumSGD.*`).
-build_optimizer = MomentumSGD

@@ -50,14 +50,14 @@ import numpy as np
 
 from tf_lbsgd.analysis import tables
 
-# --- units and the paper's numbers (PAPER.md, "Systems facts") -----------
+# --- units and the paper's numbers (docs/paper.md, "Systems facts") -----------
 
 GBIT_PER_SECOND = 1e9 / 8  # Bytes per second of 1 Gbit/s.
 MIB = 2**20
 US = 1e-6
 
-RESNET50_PARAMS = 25_557_032  # PAPER.md R15 (torchvision's count).
-RESNET50_FORWARD_MACS = 4.09e9  # PAPER.md R15, per 224x224 image.
+RESNET50_PARAMS = 25_557_032  # R15 (docs/paper.md) (torchvision's count).
+RESNET50_FORWARD_MACS = 4.09e9  # R15 (docs/paper.md), per 224x224 image.
 FP32_BYTES = 4
 
 PAPER_SECONDS_PER_ITERATION_256 = 0.26  # kn = 8k on 256 GPUs.
@@ -237,7 +237,7 @@ class Layer:
 
 
 def resnet50_layers(image_size=224, num_classes=1000):
-    """ResNet-50 v1.5's layers in forward order (PAPER.md R15).
+    """ResNet-50 v1.5's layers in forward order (R15, docs/paper.md).
 
     Each conv layer (no bias) carries its BN's gamma and beta (moving
     statistics are not trainable); stem 7x7x3x64 at stride 2 then a 3x3 max
@@ -537,13 +537,13 @@ def read_calibration(path):
 
 @dataclasses.dataclass(frozen=True)
 class PaperSetting:
-    """Goyal et al. 2017's cluster (PAPER.md, "Systems facts").
+    """Goyal et al. 2017's cluster (docs/paper.md, "Systems facts").
 
-    Every number is a documented assumption or a PAPER.md fact.
+    Every number is a documented assumption or a fact of docs/paper.md.
     """
-    gpus_per_server: int = 8  # 8 P100 per server (PAPER.md).
-    max_gpus: int = 256  # 32 servers (PAPER.md).
-    inter_gbits: float = 50.0  # 50 Gbit/s Ethernet per server (PAPER.md).
+    gpus_per_server: int = 8  # 8 P100 per server (docs/paper.md).
+    max_gpus: int = 256  # 32 servers (docs/paper.md).
+    inter_gbits: float = 50.0  # 50 Gbit/s Ethernet per server (docs/paper.md).
     # TCP over datacenter Ethernet: a one-way small-message latency of
     # ~10-50 us (kernel stack and switch); assumption.
     inter_alpha_us: float = 25.0
@@ -554,13 +554,13 @@ class PaperSetting:
     # Reduction on the GPU: 3 bytes of HBM2 traffic per byte summed at
     # P100's 732 GB/s (assumption: sums on the GPU, not the host).
     gamma_ns_per_byte: float = 3 / 732.0
-    backward_seconds: float = 0.120  # "backprop ~120 ms" (PAPER.md).
-    # 8-GPU iteration = 0.26 s x 0.90 (both PAPER.md): the 256-GPU time
+    backward_seconds: float = 0.120  # "backprop ~120 ms" (docs/paper.md).
+    # 8-GPU iteration = 0.26 s x 0.90 (both docs/paper.md): the 256-GPU time
     # and the efficiency from 8 to 256; the rest of the iteration
     # (forward, update, input) is solved for so that 8 GPUs take this.
     base_iteration_seconds: float = (PAPER_SECONDS_PER_ITERATION_256
                                      * PAPER_EFFICIENCY_256)
-    images_per_gpu: int = 32  # n = 32 (PAPER.md R9).
+    images_per_gpu: int = 32  # n = 32 (R9, docs/paper.md).
     bytes_per_param: float = FP32_BYTES  # fp32 gradients: 102.2 MB.
     # Bucket size, an assumption: PyTorch DDP's default. The paper
     # allreduces "as soon as the gradient for a layer is computed": pass

@@ -1,6 +1,6 @@
 """Model size and compute: parameters and forward multiply-adds (R15).
 
-PAPER.md R15 quotes ResNet-50 at 25,557,032 parameters and 4.09 G
+R15 (docs/paper.md) quotes ResNet-50 at 25,557,032 parameters and 4.09 G
 multiply-adds per 224x224 image; these functions reproduce both figures from a
 built Keras model's layer shapes.
 """

@@ -1,4 +1,4 @@
-"""Initialisation of the paper's ResNets (PAPER.md R10, R11)."""
+"""Initialisation of the paper's ResNets (R10, R11 of docs/paper.md)."""
 
 import keras
 
@@ -6,7 +6,7 @@ import keras
 def he_conv_initializer():
     """He (MSRA) initialisation for convolutions (R11).
 
-    PAPER.md R11, after He et al. 2015 as used by Goyal et al. (Caffe2, pycls):
+    R11 (docs/paper.md), after He et al. 2015 as used by Goyal et al. (Caffe2, pycls):
     w ~ N(0, 2 / fan_out), fan_out = kh * kw * out_channels.
 
     Returns:
@@ -24,7 +24,7 @@ def classifier_initializer():
 def residual_gamma_initializer(zero_gamma=True):
     """Initial gamma of the last BN of each residual block (R10).
 
-    PAPER.md R10 (Goyal et al. 2017, Sec. 5.1): gamma = 0 for the BN that ends
+    R10 (docs/paper.md) (Goyal et al. 2017, Sec. 5.1): gamma = 0 for the BN that ends
     each residual branch, so every block starts as the identity; this lowered
     top-1 error from 23.84 to 23.60 at kn = 256 and from 24.11 to 23.74 at 8k.
 

@@ -1,4 +1,4 @@
-"""Per-worker batch normalisation (PAPER.md R9), with a ghost-batch mode.
+"""Per-worker batch normalisation (R9, docs/paper.md), with a ghost-batch mode.
 
 Keras 3's `BatchNormalization` keeps its moving statistics in variables with
 aggregation NONE: under a `tf.distribute` strategy every replica then keeps its
@@ -22,7 +22,7 @@ import tensorflow as tf
 class WorkerBatchNorm(keras.layers.Layer):
     """Batch normalisation with statistics over each worker's n examples (R9).
 
-    PAPER.md R9 (Goyal et al. 2017, Sec. 5.1): "BN statistics are computed per
+    R9 (docs/paper.md) (Goyal et al. 2017, Sec. 5.1): "BN statistics are computed per
     worker and not across workers"; the loss being optimised depends on n, so n
     is held fixed (32) whatever the number of workers k. Under a
     `tf.distribute` strategy each replica normalises with the moments of its own

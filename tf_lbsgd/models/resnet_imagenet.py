@@ -1,6 +1,6 @@
 """ImageNet ResNets v1.5 (He et al. 2016, stride on the 3x3 conv; R15).
 
-The paper's model (PAPER.md R15): ResNet-50 with bottleneck blocks, the
+The paper's model (R15, docs/paper.md): ResNet-50 with bottleneck blocks, the
 downsampling stride on the 3x3 conv of the first block of stages 2-4 ("v1.5",
 as in torchvision and the paper's Caffe2 code), 25,557,032 parameters and
 4.09 G multiply-adds per 224x224 image. The stem and the strided 3x3 convs use
@@ -144,8 +144,3 @@ def resnet_imagenet(input_shape=(224, 224, 3), num_classes=1000, depth=50,
         num_classes, kernel_initializer=init.classifier_initializer(),
         bias_initializer="zeros", dtype="float32", name="classifier")(x)
     return keras.Model(inputs, logits, name=f"resnet{depth}_v1_5")
-
-
-def resnet50(**kwargs):
-    """ResNet-50 v1.5, the paper's model (R15); see `resnet_imagenet`."""
-    return resnet_imagenet(depth=50, **kwargs)
