@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import gc  # noqa: E402
+
 import gin  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -20,3 +22,11 @@ def _clear_gin():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_pipelines():
+    """Frees the input pipelines a test file's trainers left in reference
+    cycles (each holds threads; hundreds slowed later tests ~40x)."""
+    yield
+    gc.collect()

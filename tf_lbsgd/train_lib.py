@@ -8,6 +8,7 @@ inside `strategy.scope()`.
 """
 
 import dataclasses
+import gc
 import os
 import time
 from typing import Optional
@@ -240,7 +241,21 @@ def _export(run_, statistics, model_dir, chief):
         step=int(run_.global_step.numpy()), write=chief)
 
 
-def train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
+def train_model(*args, **kwargs):
+    """Trains, evaluates or exports a model: see `_train_model`'s Args.
+
+    The run's input pipelines sit in reference cycles (tf.function, orbit,
+    tf.distribute iterators): a collection after each run frees them and
+    their threads, 18 a run that a long process (the test suite, a
+    notebook) would otherwise keep, slowing all later work.
+    """
+    try:
+        return _train_model(*args, **kwargs)
+    finally:
+        gc.collect()
+
+
+def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
                 per_replica_batch_size=32, global_batch_size=None,
                 epochs=None, seed=0, steps_per_loop=50, eval_every_epochs=1.0,
                 eval_at_epochs=(), checkpoint_every_steps=500,
