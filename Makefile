@@ -25,8 +25,14 @@ train: install
 	$(VENV)/bin/tf-lbsgd --gin_file=experiments/fashion_mnist_default \
 	  --model_dir=runs/default
 
+# Two pytest processes, a test file each at a time (--dist loadfile keeps a
+# file's module fixtures in one process): the suite's subprocesses, imports
+# and tracing leave a core idle about half the time in one process.
+TEST_WORKERS ?= 2
+
 test: install
-	$(VENV)/bin/python -m pytest -q --durations=10 tests
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+	  --durations=10 tests
 
 # `bazel test //...` offline, with the venv's interpreter and the stand-ins of
 # third_party/bazel/ for the repositories Bazel 4.2 would download. The

@@ -34,6 +34,6 @@ setup(
         "absl-py",
         "gin-config",
     ],
-    extras_require={"test": ["pytest", "pyyaml"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "pyyaml"]},
     entry_points={"console_scripts": ["tf-lbsgd = tf_lbsgd.cli:run"]},
 )
