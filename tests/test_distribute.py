@@ -1,4 +1,4 @@
-"""Strategy construction, TF_CONFIG checks and batch-size validation."""
+"""Strategy construction, its cluster check and batch-size validation."""
 
 import json
 import re
@@ -53,33 +53,16 @@ def test_unknown_kind():
         distribute.build_strategy("mirorred")
 
 
-@pytest.mark.parametrize("raw,message", [
-    ("{not json", "not valid JSON"),
-    (json.dumps({"task": {"type": "worker", "index": 0}}), "no 'cluster'"),
-    (json.dumps({"cluster": {"worker": ["a:1"]},
-                 "task": {"type": "worker", "index": 3}}), "index 3"),
-    (json.dumps({"cluster": {"worker": ["a:1"]},
-                 "task": {"type": "ps", "index": 0}}), "'ps'"),
-    ("[1,2]", r"must be a JSON object .* got '\[1,2\]'"),
-    (json.dumps({"cluster": {"worker": ["a:1"]}, "task": "worker"}),
-     "'task' must be an object"),
-    (json.dumps({"cluster": {"worker": ["a:1"]},
-                 "task": {"type": "worker", "index": "a"}}),
-     "task index must be an integer, got 'a'"),
-    (json.dumps({"cluster": {"worker": ["a:1"]},
-                 "task": {"type": "worker", "index": True}}),
-     "task index must be an integer, got True"),
-])
-def test_bad_tf_config(raw, message):
-    with pytest.raises(ValueError, match=message):
-        distribute.validate_tf_config({"TF_CONFIG": raw})
-
-
-def test_good_tf_config():
-    raw = json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
-                      "task": {"type": "worker", "index": 1}})
-    assert distribute.validate_tf_config({"TF_CONFIG": raw})["task"]["index"] == 1
-    assert distribute.validate_tf_config({}) == {}
+def test_cluster_of_several_workers_needs_a_multi_worker_kind():
+    env = {"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                    "task": {"type": "worker", "index": 1}})}
+    distribute.check_cluster_kind("multi_worker_mirrored", env)
+    distribute.check_cluster_kind("mirrored", {})
+    with pytest.raises(ValueError, match="cluster of 2 workers but the "
+                                         "strategy kind is 'mirrored'"):
+        distribute.check_cluster_kind("mirrored", env)
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        distribute.check_cluster_kind("mirrored", {"TF_CONFIG": "{"})
 
 
 def test_batch_sizes():
@@ -125,18 +108,3 @@ def test_eval_boundaries_add_the_requested_epochs_once():
             469, 938, 1078, 1125, 1172]
     assert train_lib._eval_boundaries(
         1100, 1172, 0, 234.375, at_epochs=(4.6, 4.8)) == [1125, 1172]
-
-
-@pytest.mark.parametrize("tf_config,chief", [
-    ({}, True),
-    ({"cluster": {"worker": ["a:1", "b:1"]},
-      "task": {"type": "worker", "index": 0}}, True),
-    ({"cluster": {"worker": ["a:1", "b:1"]},
-      "task": {"type": "worker", "index": 1}}, False),
-    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]},
-      "task": {"type": "worker", "index": 0}}, False),
-    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]},
-      "task": {"type": "chief", "index": 0}}, True),
-])
-def test_is_chief_task_from_tf_config(tf_config, chief):
-    assert distribute.is_chief_task(tf_config) is chief

@@ -96,11 +96,13 @@ def test_hostlist_without_hosts(nodelist):
         hostlist.expand(nodelist)
 
 
-def test_imports_no_tensorflow():
-    code = ("import sys; from tf_lbsgd import hostlist; "
+def test_it_and_its_users_import_no_tensorflow():
+    # cluster (TF_CONFIG, checked by the CLI before TensorFlow loads) and
+    # launch (tools/launch_local.py) too.
+    code = ("import sys; from tf_lbsgd import cluster, hostlist, launch; "
             "hostlist.expand('n[1-2]'); "
             "print(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('tensorflow', 'keras')))")
+            "if m.split('.')[0] in ('tensorflow', 'keras', 'absl')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,7 +1,9 @@
-"""tools/launch_local.py: K local workers with TF_CONFIG, output, failures."""
+"""tools/launch_local.py over tf_lbsgd.launch: K local workers with
+TF_CONFIG, output, failures."""
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -10,11 +12,13 @@ import time
 
 import pytest
 
-from tool_loader import REPO_ROOT
-from tool_loader import load_tool
+from tf_lbsgd import cluster
+from tf_lbsgd import exits
+from tf_lbsgd import launch
 
-tool = load_tool("launch_local")
-SCRIPT = str(REPO_ROOT / "tools" / "launch_local.py")
+# abspath, not resolve(): under Bazel the tool comes from the runfiles.
+SCRIPT = str(pathlib.Path(os.path.abspath(__file__)).parents[1] / "tools" /
+             "launch_local.py")
 THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                "OMP_NUM_THREADS")
 
@@ -31,7 +35,7 @@ _PRELUDE = textwrap.dedent("""\
     """)
 
 
-def launch(launcher_args, worker_code, *worker_args, timeout=30):
+def run_launcher(launcher_args, worker_code, *worker_args, timeout=30):
     """Runs the launcher on a `python -c` worker; returns (result, seconds)."""
     start = time.monotonic()
     result = subprocess.run(
@@ -56,36 +60,32 @@ def is_running(pid):
     return True
 
 
-def test_worker_tf_config_and_env():
-    ports = [1111, 2222]
-    configs = [tool.worker_tf_config(ports, i) for i in range(2)]
-    assert configs[1] == {
+def test_worker_env_has_tf_config_and_threads():
+    base = {"PATH": "/bin"}
+    env = launch.worker_env(base, [1111, 2222], 1)
+    assert json.loads(env["TF_CONFIG"]) == {
         "cluster": {"worker": ["localhost:1111", "localhost:2222"]},
         "task": {"type": "worker", "index": 1}}
-    assert configs[0]["cluster"] == configs[1]["cluster"]
-    assert configs[0]["task"]["index"] == 0
-
-    base = {"PATH": "/bin"}
-    env = tool.worker_env(base, ports, 1)
-    assert json.loads(env["TF_CONFIG"]) == configs[1]
+    assert cluster.validate_tf_config(env)["task"]["index"] == 1
     assert env["PATH"] == "/bin" and base == {"PATH": "/bin"}
+    assert env["PYTHONUNBUFFERED"] == "1"
     assert not any(var in env for var in THREAD_VARS)
-    pinned = tool.worker_env(base, ports, 0, cores_per_worker=3)
-    assert json.loads(pinned["TF_CONFIG"]) == configs[0]
+    pinned = launch.worker_env(base, [1111, 2222], 0, cores_per_worker=3)
+    assert json.loads(pinned["TF_CONFIG"])["task"]["index"] == 0
     assert all(pinned[var] == "3" for var in THREAD_VARS)
 
 
 def test_core_assignment_wraps_around():
-    assert tool.core_assignment(0, 1, {0, 1}) == [0]
-    assert tool.core_assignment(1, 1, {1, 0}) == [1]
-    assert tool.core_assignment(2, 1, {0, 1}) == [0]
-    assert tool.core_assignment(1, 2, {4, 5, 6}) == [6, 4]
-    assert tool.core_assignment(0, 3, {0, 1}) == [0, 1]
+    assert launch.core_assignment(0, 1, {0, 1}) == [0]
+    assert launch.core_assignment(1, 1, {1, 0}) == [1]
+    assert launch.core_assignment(2, 1, {0, 1}) == [0]
+    assert launch.core_assignment(1, 2, {4, 5, 6}) == [6, 4]
+    assert launch.core_assignment(0, 3, {0, 1}) == [0, 1]
 
 
 def test_free_ports_are_distinct_and_bindable():
     import socket
-    ports = tool.free_ports(4)
+    ports = launch.free_ports(4)
     assert len(set(ports)) == 4
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -95,16 +95,16 @@ def test_free_ports_are_distinct_and_bindable():
 def test_resolve_command(monkeypatch):
     monkeypatch.setenv("PATH", "")  # Only the directory of sys.executable.
     name = os.path.basename(sys.executable)
-    assert tool.resolve_command([name, "-c", "pass"]) == [
+    assert launch.resolve_command([name, "-c", "pass"]) == [
         os.path.join(os.path.dirname(sys.executable), name), "-c", "pass"]
     with pytest.raises(ValueError, match="'no-such-cmd' not found"):
-        tool.resolve_command(["no-such-cmd"])
+        launch.resolve_command(["no-such-cmd"])
     with pytest.raises(ValueError, match="no worker command"):
-        tool.resolve_command([])
+        launch.resolve_command([])
 
 
 def test_all_workers_succeed():
-    result, _ = launch(["--workers", "2"], """\
+    result, _ = run_launcher(["--workers", "2"], """\
         print("index", INDEX)
         print("cluster", json.dumps(CONFIG["cluster"]))
         """)
@@ -122,7 +122,7 @@ def test_all_workers_succeed():
 
 
 def test_failed_worker_stops_the_others(tmp_path):
-    result, seconds = launch(["--workers", "2"], """\
+    result, seconds = run_launcher(["--workers", "2"], """\
         if INDEX == 0:
             with open(os.path.join(DIR, "pid.tmp"), "w") as f:
                 f.write(str(os.getpid()))
@@ -140,7 +140,7 @@ def test_failed_worker_stops_the_others(tmp_path):
 
 
 def test_worker_killed_by_signal():
-    result, seconds = launch(["--workers", "2"], """\
+    result, seconds = run_launcher(["--workers", "2"], """\
         if INDEX == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(60)
@@ -151,7 +151,7 @@ def test_worker_killed_by_signal():
 
 
 def test_sigterm_ignoring_worker_is_killed_after_grace(tmp_path):
-    result, seconds = launch(["--workers", "2", "--grace_seconds", "1"], """\
+    result, seconds = run_launcher(["--workers", "2", "--grace_seconds", "1"], """\
         if INDEX == 0:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             open(os.path.join(DIR, "ignoring"), "w").close()
@@ -169,8 +169,8 @@ def test_sigterm_ignoring_worker_is_killed_after_grace(tmp_path):
 
 @pytest.mark.parametrize("codes", [(75, 75), (0, 75)])
 def test_preempted_workers(codes):
-    result, _ = launch(["--workers", "2"], f"sys.exit({codes}[INDEX])")
-    assert result.returncode == tool.PREEMPTED_EXIT_CODE == 75
+    result, _ = run_launcher(["--workers", "2"], f"sys.exit({codes}[INDEX])")
+    assert result.returncode == exits.PREEMPTED_EXIT_CODE == 75
     for index, code in enumerate(codes):
         message = (f"launch_local: worker {index} was preempted (checkpoint "
                    f"saved); re-run the same command to resume")
@@ -212,7 +212,7 @@ def test_signal_is_forwarded_to_workers(tmp_path, signum):
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"),
                     reason="needs os.sched_getaffinity")
 def test_cores_per_worker_pins_and_sets_threads():
-    result, _ = launch(["--workers", "2", "--cores-per-worker", "1"], """\
+    result, _ = run_launcher(["--workers", "2", "--cores-per-worker", "1"], """\
         print(json.dumps({"cores": sorted(os.sched_getaffinity(0)),
                           "threads": [os.environ.get(var) for var in (
                               "TF_NUM_INTRAOP_THREADS",
@@ -224,31 +224,34 @@ def test_cores_per_worker_pins_and_sets_threads():
     for index in range(2):
         [line] = worker_lines(result.stdout, index)
         report = json.loads(line)
-        assert report["cores"] == tool.core_assignment(index, 1, available)
+        assert report["cores"] == launch.core_assignment(index, 1, available)
         assert report["threads"] == ["1", "1", "1"]
         seen.append(report["cores"])
     assert (seen[0] != seen[1]) == (len(available) >= 2)
 
 
+@pytest.mark.parametrize("options,message", [
+    ((0, None, 10), "--workers must be >= 1, got 0"),
+    ((1, 0, 10), "--cores-per-worker must be >= 1, got 0"),
+    ((1, 1, -1.0), "--grace-seconds must be >= 0, got -1.0"),
+])
+def test_check_options(options, message):
+    launch.check_options(1, None, 0)
+    with pytest.raises(ValueError, match=message):
+        launch.check_options(*options)
+
+
 @pytest.mark.parametrize("args,message", [
-    (["--workers", "2", "--"], "no worker command given after --"),
     (["--workers", "2"], "no worker command given after --"),
-    (["--workers", "2", "--", "no-such-cmd-xyz", "-v"],
-     "command 'no-such-cmd-xyz' not found"),
-    (["--workers", "0", "--", "python"], "--workers must be >= 1, got 0"),
     (["--workers", "1", "--cores-per-worker", "0", "--", "python"],
      "--cores-per-worker must be >= 1, got 0"),
+    (["--cores_per_worker", "1", "--", "python"], "--workers must have a value"),
+    (["--workers", "2", "python"], "unexpected arguments ['python']"),
 ])
-def test_bad_input(args, message, capsys):
+def test_bad_input_exits_2_before_starting_workers(args, message):
     result = subprocess.run([sys.executable, SCRIPT, *args],
                             capture_output=True, text=True, timeout=30,
                             check=False)
     assert result.returncode == 2
     assert message in result.stderr
-    assert tool.main(args) == 2
-    assert message in capsys.readouterr().err
-
-
-def test_preempted_exit_code_matches_the_trainer():
-    preemption = pytest.importorskip("tf_lbsgd.preemption")
-    assert tool.PREEMPTED_EXIT_CODE == preemption.PREEMPTED_EXIT_CODE
+    assert "started worker" not in result.stdout

@@ -18,6 +18,7 @@ from absl import flags
 from absl import logging
 
 from tf_lbsgd import checks  # Without TensorFlow: checks flags at once.
+from tf_lbsgd import cluster  # Without TensorFlow: checks TF_CONFIG at once.
 from tf_lbsgd import exits  # Without TensorFlow: usable while it loads.
 from tf_lbsgd import run_lock
 
@@ -154,15 +155,17 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:  # Before TensorFlow's slow import: a bad TF_CONFIG fails at once.
+        tf_config = cluster.validate_tf_config()
+    except ValueError as e:
+        return _config_error(e)
     # Imported here so that --help does not start TensorFlow.
     from tf_lbsgd import config  # pylint: disable=g-import-not-at-top
-    from tf_lbsgd import distribute  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import preemption  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import train_lib  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import trainer  # pylint: disable=g-import-not-at-top
     gin_files = _GIN_FILE.value or [DEFAULT_GIN_FILE]
     try:
-        tf_config = distribute.validate_tf_config()
         config.parse(gin_files, _GIN_BINDINGS.value)
         _check_job_defined(config.unbound_required(train_lib.run), gin_files)
     except (ValueError, FileNotFoundError) as e:
@@ -171,7 +174,7 @@ def main(argv):
     # One run per model_dir: the chief holds its lock, released before any
     # exit path below runs (exits.exit_now skips the interpreter's unwinding).
     lock = (run_lock.hold(_MODEL_DIR.value)
-            if distribute.is_chief_task(tf_config) else contextlib.nullcontext())
+            if cluster.is_chief_task(tf_config) else contextlib.nullcontext())
     try:
         with lock:
             metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)

@@ -6,12 +6,10 @@ the local GPUs. `multi_worker_mirrored` reads TF_CONFIG (NCCL on GPUs, RING on
 CPUs). Chief helpers decide who writes summaries, configs and metrics.
 """
 
-import json
-import os
-
 import gin
 import tensorflow as tf
 
+from tf_lbsgd import cluster
 from tf_lbsgd.data import source
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
@@ -113,51 +111,6 @@ def logical_cpu_strategy(num_replicas):
             reduce_to_device=devices[0]))
 
 
-def validate_tf_config(env=None):
-    """Parses and checks TF_CONFIG; returns the dict, or {} if unset.
-
-    Args:
-        env: the environment to read TF_CONFIG from; None for os.environ.
-
-    Returns:
-        The parsed TF_CONFIG, or {} when it is unset or blank.
-
-    Raises:
-        ValueError: naming what is wrong (bad JSON, not an object, no
-            cluster, a task that is not an object, a task type not in the
-            cluster, an index that is not an integer or out of range).
-    """
-    raw = (env if env is not None else os.environ).get("TF_CONFIG", "")
-    if not raw.strip():
-        return {}
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"TF_CONFIG must be a JSON object with 'cluster' and "
-                         f"'task', got {raw!r}")
-    cluster = config.get("cluster")
-    if not isinstance(cluster, dict) or not cluster:
-        raise ValueError(f"TF_CONFIG has no 'cluster' dict: {raw!r}")
-    task = config.get("task", {})
-    if not isinstance(task, dict):
-        raise ValueError(f"TF_CONFIG 'task' must be an object like "
-                         f"{{\"type\": \"worker\", \"index\": 0}}, got "
-                         f"{task!r}")
-    kind, index = task.get("type"), task.get("index", 0)
-    if kind not in cluster:
-        raise ValueError(f"TF_CONFIG task type {kind!r} is not in the cluster "
-                         f"jobs {sorted(cluster)}")
-    if not isinstance(index, int) or isinstance(index, bool):
-        raise ValueError(f"TF_CONFIG task index must be an integer, got "
-                         f"{index!r}")
-    if not 0 <= index < len(cluster[kind]):
-        raise ValueError(f"TF_CONFIG task index {index} is out of range for "
-                         f"{len(cluster[kind])} {kind!r} tasks")
-    return config
-
-
 def communication_options(collective="auto", bytes_per_pack=0,
                           timeout_seconds=None):
     """The `CommunicationOptions` of the cross-worker collectives.
@@ -198,11 +151,14 @@ def communication_options(collective="auto", bytes_per_pack=0,
 
 
 def _multi_worker(collective, bytes_per_pack, timeout_seconds):
-    validate_tf_config()
     options = communication_options(collective, bytes_per_pack,
                                     timeout_seconds)
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=options)
+
+
+# Read by tests/test_readme_commands.py; the one validator is in `cluster`.
+validate_tf_config = cluster.validate_tf_config
 
 
 def check_cluster_kind(kind, env=None):
@@ -211,12 +167,15 @@ def check_cluster_kind(kind, env=None):
     Each worker would otherwise train its own model alone and all would
     write to the same model_dir.
 
+    Args:
+        kind: the strategy kind, one of STRATEGIES.
+        env: the environment to read TF_CONFIG from; None for os.environ.
+
     Raises:
-        ValueError: naming the kind and the cluster.
+        ValueError: naming the kind and the cluster, or what is wrong with
+            TF_CONFIG (`cluster.validate_tf_config`).
     """
-    cluster = validate_tf_config(env).get("cluster", {})
-    tasks = sum(len(addresses) for job, addresses in cluster.items()
-                if job in ("chief", "worker"))
+    tasks = cluster.worker_count(cluster.validate_tf_config(env))
     if tasks > 1 and kind not in ("multi_worker_mirrored", "tpu"):
         raise ValueError(
             f"TF_CONFIG describes a cluster of {tasks} workers but the "
@@ -275,27 +234,11 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
                      f"{STRATEGIES}")
 
 
-def _chief_role(cluster, task_type, task_id):
-    """The chief is the `chief` task, else worker 0 (no cluster: this one)."""
-    if not cluster:
-        return True
-    return task_type in (None, "chief") or (
-        task_type == "worker" and int(task_id or 0) == 0
-        and "chief" not in cluster)
-
-
 def is_chief(strategy):
     """True on the worker that writes summaries, configs and metrics."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:
         return True
-    return _chief_role(resolver.cluster_spec().as_dict(), resolver.task_type,
-                       resolver.task_id)
+    return cluster.is_chief_role(resolver.cluster_spec().as_dict(),
+                                 resolver.task_type, resolver.task_id)
 
-
-def is_chief_task(tf_config):
-    """`is_chief` from a TF_CONFIG dict (`validate_tf_config`'s), before
-    any strategy exists: the CLI's chief takes the model_dir lock."""
-    task = tf_config.get("task", {})
-    return _chief_role(tf_config.get("cluster", {}), task.get("type"),
-                       task.get("index", 0))

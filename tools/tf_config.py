@@ -12,12 +12,11 @@ alternative when the strategy is built in code).
 
 import json
 import os
-import re
 
 from absl import app
 from absl import flags
 
-from tf_lbsgd import hostlist
+from tf_lbsgd import cluster
 
 _HOSTS = flags.DEFINE_list("hosts", None, "host:port of every worker.")
 _INDEX = flags.DEFINE_integer("index", None, "This worker's index in --hosts.")
@@ -25,53 +24,23 @@ _SLURM = flags.DEFINE_bool("slurm", False, "Read hosts and index from SLURM.")
 _PORT = flags.DEFINE_integer("port", 12345, "Port of every worker (--slurm).")
 
 
-def tf_config(hosts, index):
-    """Returns the TF_CONFIG dict of worker `index` among `hosts`.
-
-    Raises:
-        ValueError: for an empty host list, a host without a port, or an
-            index out of range.
-    """
-    if not hosts:
-        raise ValueError("no hosts given")
-    for host in hosts:
-        if not re.fullmatch(r"[^:\s]+:\d+", host):
-            raise ValueError(f"host {host!r} is not of the form name:port")
-    if not 0 <= index < len(hosts):
-        raise ValueError(f"index {index} is out of range for {len(hosts)} "
-                         f"hosts")
-    return {"cluster": {"worker": list(hosts)},
-            "task": {"type": "worker", "index": index}}
-
-
-def slurm_tf_config(env, port):
-    """TF_CONFIG from SLURM_JOB_NODELIST and SLURM_NODEID (one worker/node).
-
-    Raises:
-        ValueError: naming the SLURM variable that is missing, or the
-            malformed node list (see tf_lbsgd.hostlist.expand).
-    """
-    for name in ("SLURM_JOB_NODELIST", "SLURM_NODEID"):
-        if name not in env:
-            raise ValueError(f"{name} is not set: not inside a SLURM job?")
-    hosts = [f"{node}:{port}"
-             for node in hostlist.expand(env["SLURM_JOB_NODELIST"])]
-    return tf_config(hosts, int(env["SLURM_NODEID"]))
+def _tf_config():
+    """The TF_CONFIG dict the flags ask for."""
+    if _SLURM.value:
+        return cluster.for_slurm(os.environ, _PORT.value)
+    for flag in (_HOSTS, _INDEX):
+        if flag.value is None:
+            raise ValueError(f"--{flag.name} is required (or use --slurm)")
+    return cluster.for_hosts(_HOSTS.value, _INDEX.value)
 
 
 def main(argv):
     del argv
     try:
-        if _SLURM.value:
-            config = slurm_tf_config(os.environ, _PORT.value)
-        else:
-            if _INDEX.value is None:
-                raise ValueError("--index is required (or use --slurm)")
-            config = tf_config(_HOSTS.value, _INDEX.value)
+        config = _tf_config()
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     print(json.dumps(config))
-
 
 if __name__ == "__main__":
     app.run(main)
