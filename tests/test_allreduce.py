@@ -84,12 +84,12 @@ def test_communication_options_refuse_non_numbers_with_value_error(kwargs,
 def test_gradient_allreduce_options_and_bad_compression():
     options = allreduce.GradientAllReduce(bytes_per_pack=1024).options
     assert options.bytes_per_pack == 1024
-    assert options.implementation == Impl.AUTO
-    assert options.timeout_seconds is None
-    options = allreduce.GradientAllReduce(collective="ring",
-                                          timeout_seconds=5).options
-    assert (options.implementation, options.bytes_per_pack,
-            options.timeout_seconds) == (Impl.RING, 0, 5)
+    # The strategy's implementation and timeout stay in force (a call's
+    # options are merged over the strategy's: AUTO and None give way).
+    strategy_options = distribute.communication_options("ring", 0, 30)
+    merged = strategy_options.merge(options)
+    assert (merged.implementation, merged.bytes_per_pack,
+            merged.timeout_seconds) == (Impl.RING, 1024, 30)
     with pytest.raises(ValueError, match="'bfloat16'"):
         allreduce.GradientAllReduce(compression="bfloat16")
     with pytest.raises(ValueError, match="-8"):

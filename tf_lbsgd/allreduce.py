@@ -22,33 +22,33 @@ COMPRESSIONS = ("none", "float16")
 class GradientAllReduce:
     """Sums gradients over all replicas (every worker gets the same sum).
 
+    The collective's implementation and timeout are the strategy's
+    (`distribute.build_strategy.collective` and `.timeout_seconds`).
+
     Args:
         bytes_per_pack: bucket size in bytes; the gradients are packed into
             buckets of about this size, each all-reduced by its own collective
-            that can start while backprop still computes the others. 0 keeps
-            the strategy's setting (one pack unless `build_strategy` sets it).
+            that can start while backprop still computes the others. 0 packs
+            them all into one.
         compression: `none`, or `float16` to cast float32 gradients to
             float16 for the all-reduce and back after it (half the bytes on
             the wire). The sum is formed in float16 too: a value or partial
             sum above 65504 overflows to inf and tiny ones flush to 0, which
             a loss scale guards against.
-        timeout_seconds: per-collective timeout, None for the strategy's.
-        collective: `auto` (the strategy's implementation), `ring` or `nccl`.
 
     Raises:
-        ValueError: naming an unknown compression or a bad option.
+        ValueError: naming an unknown compression or a bad pack size.
     """
 
-    def __init__(self, bytes_per_pack=0, compression="none",
-                 timeout_seconds=None, collective="auto"):
+    def __init__(self, bytes_per_pack=0, compression="none"):
         if compression not in COMPRESSIONS:
             raise ValueError(f"Unknown gradient compression {compression!r}; "
                              f"expected one of {COMPRESSIONS}")
         self.compression = compression
-        # Options given per call are merged over the strategy's: the defaults
-        # here (0, None, AUTO) leave the strategy's values in force.
+        # Merged over the strategy's options at each call: AUTO and no
+        # timeout leave the strategy's implementation and timeout in force.
         self.options = distribute.communication_options(
-            collective, bytes_per_pack, timeout_seconds)
+            bytes_per_pack=bytes_per_pack)
 
     def _compress(self, gradient):
         if self.compression == "float16" and gradient.dtype == tf.float32:

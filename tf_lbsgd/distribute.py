@@ -150,9 +150,9 @@ def communication_options(collective="auto", bytes_per_pack=0,
         implementation=COLLECTIVES[collective])
 
 
-def _multi_worker(collective, bytes_per_pack, timeout_seconds):
-    options = communication_options(collective, bytes_per_pack,
-                                    timeout_seconds)
+def _multi_worker(collective, timeout_seconds):
+    options = communication_options(collective,
+                                    timeout_seconds=timeout_seconds)
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=options)
 
@@ -193,17 +193,18 @@ def _tpu(tpu_address):
 
 @gin.configurable
 def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
-                   bytes_per_pack=0, timeout_seconds=None, tpu_address=""):
+                   timeout_seconds=None, tpu_address=""):
     """Builds the tf.distribute strategy named by `kind`.
 
     Args:
         kind: one of STRATEGIES.
         num_replicas: for `mirrored`, the number of local replicas k (logical
             CPU devices when there is no GPU); None uses every GPU, or 1 CPU.
-        collective: `auto`, `nccl` (GPU hosts) or `ring` (CPU), for
-            `multi_worker_mirrored`.
-        bytes_per_pack: gradient bucket size for the allreduce (0: one pack).
-        timeout_seconds: collective timeout, None for none.
+        collective: `auto`, `nccl` (GPU hosts) or `ring` (CPU): the
+            implementation of every collective of `multi_worker_mirrored`,
+            the gradient all-reduce's too (whose packing and compression are
+            `allreduce.GradientAllReduce`'s).
+        timeout_seconds: the timeout of every collective, None for none.
         tpu_address: TPU name or address for `tpu`.
 
     Returns:
@@ -227,7 +228,7 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
     if kind == "mirrored":
         return _mirrored(num_replicas)
     if kind == "multi_worker_mirrored":
-        return _multi_worker(collective, bytes_per_pack, timeout_seconds)
+        return _multi_worker(collective, timeout_seconds)
     if kind == "tpu":
         return _tpu(tpu_address)
     raise ValueError(f"Unknown strategy kind {kind!r}; expected one of "
