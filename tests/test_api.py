@@ -284,6 +284,8 @@ def test_bad_input_is_refused_before_model_dir_is_written(strategy,
         epochs=1, global_batch_size=32, init_checkpoint=missing))
     assert "labels run from 0 to 2" in _refused(
         tmp_path, strategy, data=TRAIN, num_classes=2)
+    assert "has no evaluation examples" in _refused(
+        tmp_path, strategy, mode="train_and_eval")  # No eval_data given.
     with pytest.raises(ValueError, match="global_batch_size"):
         tf_lbsgd.Recipe(epochs=1)
 

@@ -166,7 +166,7 @@ def _strategy(strategy):
 
 def train(model, train_data, model_dir, *, recipe, eval_data=None,
           num_classes=None, num_train=None, num_eval=None, strategy=None,
-          mode="train_and_eval"):
+          mode=None):
     """Trains `model` on `train_data` with the large-minibatch recipe.
 
     Args:
@@ -184,7 +184,8 @@ def train(model, train_data, model_dir, *, recipe, eval_data=None,
         num_train, num_eval: the sizes of datasets tf.data cannot count.
         strategy: a `tf.distribute.Strategy` or its kind's name (see
             `build_strategy`); None for one replica (or all local GPUs).
-        mode: `train_and_eval`, `train`, `eval` or `export`.
+        mode: `train_and_eval`, `train`, `eval` or `export`; None for
+            `train_and_eval` with eval_data and `train` without.
 
     Returns:
         A `train_lib.TrainResult`: the trained `model`, its `metrics`, the
@@ -197,8 +198,8 @@ def train(model, train_data, model_dir, *, recipe, eval_data=None,
     strategy = _strategy(strategy)
     data = as_data_source(train_data, eval_data, num_classes, num_train,
                           num_eval)
-    if mode in ("train_and_eval", "eval") and data.eval_dataset_fn is None:
-        mode = "train" if mode == "train_and_eval" else mode
+    if mode is None:
+        mode = "train" if data.eval_dataset_fn is None else "train_and_eval"
     return train_lib.train_model(
         model_dir, data, model, strategy, mode=mode,
         per_replica_batch_size=recipe.per_replica_batch_size,

@@ -223,9 +223,13 @@ class TrainResult:
     export_path: Optional[str] = None
 
 
-def _check_mode(mode, data):
+def _check_mode_name(mode):
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
+
+
+def _check_mode(mode, data):
+    _check_mode_name(mode)
     if mode in ("eval", "train_and_eval") and data.eval_dataset_fn is None:
         raise ValueError(f"mode={mode!r} evaluates, but data set "
                          f"{data.name!r} has no evaluation examples; pass "
@@ -467,8 +471,7 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         The metrics dict also written to model_dir/metrics.json.
     """
     strategy = distribute.build_strategy()
-    if mode not in MODES:  # Before the data is loaded.
-        raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
+    _check_mode_name(mode)  # Before the data is loaded.
     resolve_batch_sizes(strategy.num_replicas_in_sync, per_replica_batch_size,
                         global_batch_size)
     return train_model(
