@@ -1,16 +1,19 @@
-"""tools/bench_train_step.py: log parsing, the table's arithmetic, a tiny run."""
+"""tf_lbsgd.benchmarks.train_step: log parsing, the table's arithmetic; a
+tiny run of tools/bench_train_step.py."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from tool_loader import REPO_ROOT
-from tool_loader import load_tool
+from tf_lbsgd.benchmarks import train_step as bench
 
-bench = load_tool("bench_train_step")
+# abspath, not resolve(): under Bazel the tool is in the runfiles next to
+# this file, which is a symlink into the checkout.
+REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 
 # Lines as Model Garden's resnet_ctl_imagenet_main logs them (seen here).
 MODEL_GARDEN_LOG = """\
