@@ -49,6 +49,7 @@ import math
 import numpy as np
 
 from tf_lbsgd.analysis import tables
+from tf_lbsgd.models import resnet_spec
 
 # --- units and the paper's numbers (docs/paper.md, "Systems facts") -----------
 
@@ -237,14 +238,13 @@ class Layer:
 
 
 def resnet50_layers(image_size=224, num_classes=1000):
-    """ResNet-50 v1.5's layers in forward order (R15, docs/paper.md).
+    """ResNet-50 v1.5's layers in forward order (R15, docs/paper.md), from
+    `models.resnet_spec`.
 
     Each conv layer (no bias) carries its BN's gamma and beta (moving
-    statistics are not trainable); stem 7x7x3x64 at stride 2 then a 3x3 max
-    pool at stride 2; bottleneck stages of [3, 4, 6, 3] blocks of widths
-    64/128/256/512 with expansion 4, the stride on the 3x3 conv ("v1.5"), a
-    projection shortcut in each stage's first block; fc 2048 x 1000 + bias.
-    25,557,032 parameters, 4.09 G forward multiply-adds per image.
+    statistics are not trainable); a projection shortcut in each stage's
+    first block; fc 2048 x 1000 + bias. 25,557,032 parameters, 4.09 G forward
+    multiply-adds per image.
     """
     layers = []
 
@@ -254,20 +254,22 @@ def resnet50_layers(image_size=224, num_classes=1000):
                             weights * out_size * out_size))
 
     size = image_size // 2
-    conv("conv1", 7, 3, 64, size)
+    conv("conv1", 7, 3, resnet_spec.STEM_WIDTH, size)
     size //= 2  # Max pool.
-    cin = 64
-    stages = zip((3, 4, 6, 3), (64, 128, 256, 512), (1, 2, 2, 2))
+    cin = resnet_spec.STEM_WIDTH
+    stages = zip(resnet_spec.blocks_per_stage(50), resnet_spec.STAGE_WIDTHS,
+                 resnet_spec.STAGE_STRIDES)
     for stage, (blocks, width, stride) in enumerate(stages, start=2):
+        cout = resnet_spec.EXPANSION * width
         for block in range(1, blocks + 1):
             out_size = size // stride if block == 1 else size
             prefix = f"conv{stage}_block{block}"
             if block == 1:
-                conv(prefix + "_0", 1, cin, 4 * width, out_size)
+                conv(prefix + "_0", 1, cin, cout, out_size)
             conv(prefix + "_1", 1, cin, width, size)
             conv(prefix + "_2", 3, width, width, out_size)
-            conv(prefix + "_3", 1, width, 4 * width, out_size)
-            cin, size = 4 * width, out_size
+            conv(prefix + "_3", 1, width, cout, out_size)
+            cin, size = cout, out_size
     layers.append(Layer("fc", cin * num_classes + num_classes,
                         cin * num_classes))
     return tuple(layers)

@@ -13,17 +13,8 @@ import gin
 import keras
 
 from tf_lbsgd.models import init
+from tf_lbsgd.models import resnet_spec
 from tf_lbsgd.models.layers import WorkerBatchNorm
-
-# Bottleneck blocks per stage for each supported depth.
-BLOCKS_PER_STAGE = {
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-}
-STEM_WIDTH = 64
-STAGE_WIDTHS = (64, 128, 256, 512)
-EXPANSION = 4
 
 
 def _conv(x, filters, kernel_size, strides, name):
@@ -61,7 +52,7 @@ def stem(x, group_size):
     The max pool pads one zero on every side (torchvision pads -inf; both are
     the same after a ReLU, whose outputs are >= 0).
     """
-    x = _conv_bn_relu(x, STEM_WIDTH, 7, 2, "stem", group_size)
+    x = _conv_bn_relu(x, resnet_spec.STEM_WIDTH, 7, 2, "stem", group_size)
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     return keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
 
@@ -71,7 +62,8 @@ def bottleneck_block(x, width, strides, name, zero_gamma, group_size):
 
     Args:
         x: Input tensor (N, H, W, C).
-        width: Bottleneck width; the block outputs EXPANSION * width channels.
+        width: Bottleneck width; the block outputs EXPANSION * width channels
+            (`resnet_spec.EXPANSION`).
         strides: Stride of the 3x3 conv and of the projection shortcut.
         name: Layer name prefix, e.g. "s2b1".
         zero_gamma: R10 zero init of the gamma of the block's last BN.
@@ -80,7 +72,7 @@ def bottleneck_block(x, width, strides, name, zero_gamma, group_size):
     Returns:
         The block's output tensor.
     """
-    filters = EXPANSION * width
+    filters = resnet_spec.EXPANSION * width
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(x, filters, 1, strides, f"{name}_proj")
@@ -96,13 +88,6 @@ def bottleneck_block(x, width, strides, name, zero_gamma, group_size):
             init.residual_gamma_initializer(zero_gamma))
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
-
-
-def _blocks_per_stage(depth):
-    if depth not in BLOCKS_PER_STAGE:
-        raise ValueError(f"Unsupported ImageNet ResNet depth {depth}; "
-                         f"expected one of {sorted(BLOCKS_PER_STAGE)}")
-    return BLOCKS_PER_STAGE[depth]
 
 
 @gin.configurable
@@ -129,13 +114,14 @@ def resnet_imagenet(input_shape=(224, 224, 3), num_classes=1000, depth=50,
     Raises:
         ValueError: if depth is not 50, 101 or 152.
     """
-    blocks_per_stage = _blocks_per_stage(depth)
+    blocks_per_stage = resnet_spec.blocks_per_stage(depth)
     inputs = keras.Input(input_shape)
     x = stem(inputs, bn_group_size)
-    for stage, (width, blocks) in enumerate(zip(STAGE_WIDTHS,
-                                                blocks_per_stage)):
+    for stage, (width, blocks, stride) in enumerate(zip(
+            resnet_spec.STAGE_WIDTHS, blocks_per_stage,
+            resnet_spec.STAGE_STRIDES)):
         for block in range(blocks):
-            strides = 2 if stage > 0 and block == 0 else 1
+            strides = stride if block == 0 else 1
             x = bottleneck_block(x, width, strides,
                                  f"s{stage + 1}b{block + 1}", zero_gamma,
                                  bn_group_size)
