@@ -1,46 +1,43 @@
-"""The fake ILSVRC2012 of tools/make_fake_imagenet.py through real TFDS.
+"""The fake ILSVRC2012 of `tf_lbsgd.data.fake_imagenet` through real TFDS.
 
 A tiny fake (3 classes x 4 training JPEGs + 1 corrupt, 6 validation JPEGs) is
 written once per module and built offline into TFDS `imagenet2012` by
-`tf_lbsgd.data.imagenet_tfds.build_imagenet2012` (about a second).
-
-The tool lives outside the package (tools/ has no __init__.py and is not on
-sys.path under pytest), so it is loaded from its file path with importlib.
+`tf_lbsgd.data.imagenet_tfds.build_imagenet2012` (about a second). The
+command-line tool tools/make_fake_imagenet.py runs once, in a subprocess.
 """
 
 import io
 import os
+import pathlib
 import re
 import subprocess
 import sys
 import tarfile
 
-from absl import flags
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tool_loader import REPO_ROOT
-from tool_loader import load_tool
+from tf_lbsgd import command_line
+from tf_lbsgd.data import fake_imagenet
 from tf_lbsgd.data import imagenet_tfds
 
-TOOL_PATH = REPO_ROOT / "tools" / "make_fake_imagenet.py"
+# abspath, not resolve(): under Bazel the test file is a symlink into the
+# checkout, and the tool must come from the runfiles next to it.
+TOOL_PATH = (pathlib.Path(os.path.abspath(__file__)).parents[1] / "tools"
+             / "make_fake_imagenet.py")
 CLASSES = 3
 TRAIN_PER_CLASS = 4
 VAL = 6
 CORRUPT = 1
 
 
-
-tool = load_tool("make_fake_imagenet")
-
-
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     """Writes the fake manual_dir; returns (manual_dir, result dict)."""
     manual_dir = tmp_path_factory.mktemp("manual")
-    result = tool.write_fake_imagenet(manual_dir, CLASSES, TRAIN_PER_CLASS,
-                                      VAL, corrupt=CORRUPT, seed=3)
+    result = fake_imagenet.write_fake_imagenet(
+        manual_dir, CLASSES, TRAIN_PER_CLASS, VAL, corrupt=CORRUPT, seed=3)
     return manual_dir, result
 
 
@@ -119,11 +116,14 @@ def test_corrupt_files_do_not_decode(fake):
 
 def test_bad_arguments_name_the_value(tmp_path):
     with pytest.raises(ValueError, match="classes=0"):
-        tool.write_fake_imagenet(tmp_path, 0, 1, 1)
+        fake_imagenet.write_fake_imagenet(tmp_path, 0, 1, 1)
     with pytest.raises(ValueError, match="val=50001"):
-        tool.write_fake_imagenet(tmp_path, 1, 1, 50001)
+        fake_imagenet.write_fake_imagenet(tmp_path, 1, 1, 50001)
     with pytest.raises(ValueError, match="corrupt=-1"):
-        tool.write_fake_imagenet(tmp_path, 1, 1, 1, corrupt=-1)
+        fake_imagenet.write_fake_imagenet(tmp_path, 1, 1, 1, corrupt=-1)
+    with pytest.raises(ValueError, match=r"min_side=90 must be in 1\.\.80"):
+        fake_imagenet.write_fake_imagenet(tmp_path, 1, 1, 1, min_side=90,
+                                          max_side=80)
     assert not os.listdir(tmp_path)
 
 
@@ -191,24 +191,28 @@ def test_missing_archives_are_named(tmp_path):
     assert "manual_dir" in message
 
 
-def test_flags_accept_dashes(tmp_path):
-    flag_values = flags.FlagValues()
-    tool.define_flags(flag_values)
-    flag_values(tool.dashes_to_underscores(
-        ["prog", f"--out={tmp_path}", "--classes=2", "--train-per-class=1",
-         "--val=2", "--corrupt=1", "--seed=5"]))
-    result = tool.run(flag_values)
-    assert result["synsets"] == imagenet_tfds.synset_labels()[:2]
-    assert (result["num_train"], result["num_val"],
-            result["num_corrupt"]) == (2, 2, 1)
+def test_dashes_become_underscores_in_flag_names_only():
+    argv = ["prog", "--train-per-class=1", "--val-shards", "2",
+            "--out=/a-b", "-x", "--", "a-b"]
+    assert command_line.dashes_to_underscores(argv) == [
+        "prog", "--train_per_class=1", "--val_shards", "2", "--out=/a-b",
+        "-x", "--", "a-b"]
 
 
 def test_command_line(tmp_path):
-    command = [sys.executable, os.fspath(TOOL_PATH), "--out", os.fspath(
-        tmp_path), "--classes", "1", "--train-per-class", "1", "--val", "1"]
+    """The tool writes both archives with the sizes of its flags (dashes
+    accepted) and says so."""
+    command = [sys.executable, os.fspath(TOOL_PATH), "--out",
+               os.fspath(tmp_path), "--classes", "2", "--train-per-class",
+               "1", "--val", "2", "--corrupt=1", "--seed=5"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     completed = subprocess.run(command, capture_output=True, text=True,
                                env=env, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert sorted(os.listdir(tmp_path)) == [imagenet_tfds.TRAIN_TAR,
                                             imagenet_tfds.VAL_TAR]
+    assert "2 images of 2 classes + 1 corrupt" in completed.stdout
+    assert [name for name, _ in _tar_members(
+        tmp_path / imagenet_tfds.TRAIN_TAR)] == [
+            f"{s}.tar" for s in imagenet_tfds.synset_labels()[:2]]
+    assert len(_tar_members(tmp_path / imagenet_tfds.VAL_TAR)) == 2

@@ -12,12 +12,12 @@ import sys
 
 import tensorflow as tf
 
-from tool_loader import load_tool
+from tf_lbsgd.data import fake_imagenet
+
 
 def _write_fake(out_dir):
-    fake = load_tool("make_fake_imagenet")
-    return fake.write_fake_imagenet(out_dir, classes=3, train_per_class=4,
-                                    val=6, corrupt=1, seed=0)
+    return fake_imagenet.write_fake_imagenet(
+        out_dir, classes=3, train_per_class=4, val=6, corrupt=1, seed=0)
 
 
 def _tags(directory):

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tool_loader import load_tool
 from tf_lbsgd import distribute
+from tf_lbsgd.data import fake_imagenet
 from tf_lbsgd.data import imagenet
 from tf_lbsgd.data import imagenet_preprocessing
 from tf_lbsgd.data import source
@@ -31,10 +31,9 @@ SIZE = 64
 def dirs(tmp_path_factory):
     """Writes the fake and builds TFDS; returns (data_dir, manual_dir)."""
     manual_dir = tmp_path_factory.mktemp("manual")
-    fake = load_tool("make_fake_imagenet")
-    fake.write_fake_imagenet(manual_dir, CLASSES, TRAIN_PER_CLASS, VAL,
-                             corrupt=CORRUPT, seed=1, min_side=48,
-                             max_side=96)
+    fake_imagenet.write_fake_imagenet(
+        manual_dir, CLASSES, TRAIN_PER_CLASS, VAL, corrupt=CORRUPT, seed=1,
+        min_side=48, max_side=96)
     data_dir = tmp_path_factory.mktemp("tfds")
     imagenet_tfds.build_imagenet2012(data_dir, manual_dir)
     return data_dir, manual_dir

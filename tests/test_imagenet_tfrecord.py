@@ -2,18 +2,18 @@
 
 3 classes x 4 training JPEGs + 1 corrupt record over 2 shards, and 6
 validation JPEGs + 1 corrupt record over 2 shards; images are 48..96 px and
-the tests use 64 x 64 outputs to stay fast.
+the tests use 64 x 64 outputs to stay fast. The fake is written by
+`tf_lbsgd.data.fake_imagenet.write_fake_tfrecords`.
 """
 
 import os
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tool_loader import load_tool
 from tf_lbsgd import distribute
+from tf_lbsgd.data import fake_imagenet
 from tf_lbsgd.data import imagenet
 from tf_lbsgd.data import imagenet_preprocessing
 from tf_lbsgd.data import imagenet_tfrecord
@@ -30,10 +30,9 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    """Writes the fake; returns (data_dir, the tool's result dict)."""
+    """Writes the fake; returns (data_dir, the writer's result dict)."""
     data_dir = tmp_path_factory.mktemp("tfrecords")
-    tool = load_tool("make_fake_imagenet_tfrecords")
-    result = tool.write_fake_tfrecords(
+    result = fake_imagenet.write_fake_tfrecords(
         data_dir, CLASSES, TRAIN_PER_CLASS, VAL, train_shards=2, val_shards=2,
         corrupt=CORRUPT, val_corrupt=VAL_CORRUPT, seed=1, min_side=48,
         max_side=96)
@@ -54,7 +53,7 @@ def _eval_arrays(data, per_replica, context):
     return [np.concatenate([b[i].numpy() for b in batches]) for i in range(3)]
 
 
-def test_tool_writes_the_model_garden_layout(fake):
+def test_fake_has_the_model_garden_layout(fake):
     data_dir, result = fake
     assert sorted(os.listdir(data_dir)) == [
         "train-00000-of-00002", "train-00001-of-00002",
@@ -71,17 +70,22 @@ def test_tool_writes_the_model_garden_layout(fake):
         list(range(CLASSES)) * TRAIN_PER_CLASS)
 
 
-def test_tool_command_line(tmp_path):
-    tool = load_tool("make_fake_imagenet_tfrecords")
-    flag_values = flags.FlagValues()
-    tool.define_flags(flag_values)
-    flag_values([
-        "prog", f"--out={tmp_path}", "--classes=2", "--train_per_class=1",
-        "--val=1", "--train_shards=3", "--val_shards=1", "--corrupt=1"])
-    result = tool.run(flag_values)
-    assert [os.path.basename(p) for p in result["train_files"]] == [
-        f"train-{i:05d}-of-00003" for i in range(3)]
-    assert imagenet_tfrecord.count_records(result["train_files"]) == 3
+def test_writer_deals_the_records_over_the_shards_asked(tmp_path):
+    result = fake_imagenet.write_fake_tfrecords(
+        tmp_path, 2, 1, 1, train_shards=3, val_shards=1, corrupt=1,
+        min_side=48, max_side=96)
+    train_files, val_files = imagenet_tfrecord.list_files(tmp_path)
+    assert result["train_files"] == train_files
+    assert [os.path.basename(p) for p in train_files + val_files] == [
+        "train-00000-of-00003", "train-00001-of-00003",
+        "train-00002-of-00003", "validation-00000-of-00001"]
+    assert imagenet_tfrecord.count_records(train_files) == 3
+
+
+def test_writer_names_a_bad_count(tmp_path):
+    with pytest.raises(ValueError, match="train_shards=0 must be >= 1"):
+        fake_imagenet.write_fake_tfrecords(tmp_path, 1, 1, 1, 0, 1)
+    assert not os.listdir(tmp_path)
 
 
 def test_sizes_are_counted(fake):
