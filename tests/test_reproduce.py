@@ -1,5 +1,5 @@
 """tools/reproduce.py end to end (the tiny preset through the real CLI),
-and its library tf_lbsgd.reproduction.runner in-process."""
+and its library tf_lbsgd.analysis.reproduction.runner in-process."""
 
 import json
 import os
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from tf_lbsgd.reproduction import grid
-from tf_lbsgd.reproduction import runner
+from tf_lbsgd.analysis.reproduction import grid
+from tf_lbsgd.analysis.reproduction import runner
 
 # abspath, not resolve(): under Bazel the test file is a symlink into the
 # checkout, and the tool must come from the runfiles next to it.

@@ -1,4 +1,5 @@
-"""The reproduction's grid, statistics and findings (tf_lbsgd/reproduction)."""
+"""The reproduction's grid, statistics and findings
+(tf_lbsgd/analysis/reproduction)."""
 
 import json
 import math
@@ -11,11 +12,11 @@ import tensorflow as tf
 from tf_lbsgd import config
 from tf_lbsgd import outputs
 from tf_lbsgd import schedules
-from tf_lbsgd.reproduction import findings
-from tf_lbsgd.reproduction import grid
-from tf_lbsgd.reproduction import plots
-from tf_lbsgd.reproduction import report
-from tf_lbsgd.reproduction import results
+from tf_lbsgd.analysis.reproduction import findings
+from tf_lbsgd.analysis.reproduction import grid
+from tf_lbsgd.analysis.reproduction import plots
+from tf_lbsgd.analysis.reproduction import report
+from tf_lbsgd.analysis.reproduction import results
 
 FULL = grid.PRESETS["full"]
 

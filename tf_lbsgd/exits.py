@@ -4,7 +4,8 @@ SIGTERM (a scheduler reclaiming the machine) ends a run with
 `PREEMPTED_EXIT_CODE`, Ctrl-C (SIGINT) with `INTERRUPTED_EXIT_CODE`. Once
 training has started, `preemption.PreemptionWatcher` saves a checkpoint
 first; before that, `stop_on_signals` makes either signal raise `Stopped`
-(there is nothing to save yet). This module does not import TensorFlow, so
+(there is nothing to save yet). A non-finite loss ends a run with
+`DIVERGED_EXIT_CODE`. This module does not import TensorFlow, so
 the CLI can use it while TensorFlow is still being imported.
 """
 
@@ -12,6 +13,9 @@ import os
 import signal
 import sys
 
+# Training stopped on a non-finite loss: a sweep driver
+# (tf_lbsgd.analysis.reproduction.runner) records such a run as diverged.
+DIVERGED_EXIT_CODE = 3
 # EX_TEMPFAIL: "try again later". tools/launch_local.py knows this code.
 PREEMPTED_EXIT_CODE = 75
 # 128 + SIGINT: what a shell reports for a program stopped by Ctrl-C.

@@ -14,7 +14,15 @@ import gin
 import keras
 import tensorflow as tf
 
-_SCALINGS = ("linear", "sqrt", "none")
+# The arithmetic and number checks need no TensorFlow (the reproduction's
+# grid uses them without it); they stay public here as schedules.<name>.
+from tf_lbsgd.analysis.recipe_math import SCALINGS as _SCALINGS
+from tf_lbsgd.analysis.recipe_math import check_choice as _check_choice
+from tf_lbsgd.analysis.recipe_math import epochs_to_steps
+from tf_lbsgd.analysis.recipe_math import non_negative as _non_negative
+from tf_lbsgd.analysis.recipe_math import positive as _positive
+from tf_lbsgd.analysis.recipe_math import scaled_learning_rate
+
 _WARMUPS = ("gradual", "constant", "none")
 _DECAYS = ("step", "cosine", "constant")
 
@@ -24,40 +32,6 @@ _LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 # --------------------------------------------------------------------------
 # Validation helpers.
 # --------------------------------------------------------------------------
-
-
-def _finite_number(name, value):
-    """``float(value)``; ValueError naming ``name`` unless a finite number."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(result):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return result
-
-
-def _non_negative(name, value):
-    """Returns ``value`` as a float; ValueError naming it unless finite and >= 0."""
-    result = _finite_number(name, value)
-    if result < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return result
-
-
-def _positive(name, value):
-    """Returns ``value`` as a float; ValueError naming it unless finite and > 0."""
-    result = _finite_number(name, value)
-    if result <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return result
-
-
-def _check_choice(name, value, allowed):
-    """ValueError naming ``name``, ``value`` and ``allowed`` unless it is in."""
-    if value not in allowed:
-        raise ValueError(
-            f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
 
 
 def _check_schedule(value):
@@ -74,57 +48,9 @@ def _float_step(step):
 
 
 # --------------------------------------------------------------------------
-# Epochs -> iterations, and the scaling rules (R1).
+# The scaling rule (R1); epochs_to_steps and scaled_learning_rate are
+# tf_lbsgd.analysis.recipe_math's.
 # --------------------------------------------------------------------------
-
-
-def epochs_to_steps(epochs, steps_per_epoch):
-    """Iterations in ``epochs``, rounded to the nearest (halves up).
-
-    Args:
-        epochs: Duration in epochs, >= 0 (may be fractional).
-        steps_per_epoch: Iterations per epoch, > 0 (may be fractional, e.g.
-            ``1281167 / 8192``: no partial batch is dropped).
-
-    Returns:
-        The number of iterations as a Python int.
-
-    Raises:
-        ValueError: For a negative or non-finite ``epochs`` or a
-            ``steps_per_epoch`` that is not a positive number.
-    """
-    epochs = _non_negative("epochs", epochs)
-    steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
-    return int(math.floor(epochs * steps_per_epoch + 0.5))
-
-
-def scaled_learning_rate(global_batch_size, base_lr=0.1, base_batch_size=256,
-                         scaling="linear"):
-    """Scales a reference learning rate to a minibatch size (R1, docs/paper.md).
-
-    Args:
-        global_batch_size: Total minibatch size kn over all workers, > 0.
-        base_lr: Learning rate for ``base_batch_size``, >= 0.
-        base_batch_size: Reference minibatch size, > 0.
-        scaling: ``'linear'`` (``base_lr * kn / base_batch_size``, the rule),
-            ``'sqrt'`` (``base_lr * sqrt(kn / base_batch_size)``) or
-            ``'none'`` (``base_lr``): the paper's ablations.
-
-    Returns:
-        The scaled learning rate as a Python float.
-
-    Raises:
-        ValueError: For an unknown ``scaling`` or an invalid number.
-    """
-    _check_choice("scaling", scaling, _SCALINGS)
-    ratio = (_positive("global_batch_size", global_batch_size)
-             / _positive("base_batch_size", base_batch_size))
-    base_lr = _non_negative("base_lr", base_lr)
-    if scaling == "linear":
-        return base_lr * ratio
-    if scaling == "sqrt":
-        return base_lr * math.sqrt(ratio)
-    return base_lr
 
 
 @gin.configurable

@@ -29,10 +29,8 @@ from tf_lbsgd import allreduce
 from tf_lbsgd import losses
 from tf_lbsgd import precision
 from tf_lbsgd.analysis.run_outputs import median_of_final
-
-# Exit code of the CLI when training stopped on a non-finite loss: a sweep
-# driver (tools/reproduce.py) records such a run as diverged.
-DIVERGED_EXIT_CODE = 3
+# Kept under this name for tf_lbsgd/cli.py (trainer.DIVERGED_EXIT_CODE).
+from tf_lbsgd.exits import DIVERGED_EXIT_CODE  # noqa: F401
 
 
 class _Accumulators:

@@ -4,9 +4,11 @@ Usage:
     python tools/reproduce.py --preset=quick            # < 20 min here
     python tools/reproduce.py --preset=full --report=docs/reproduction.md
 
-Runs the grid of `tf_lbsgd.reproduction.grid` (Goyal et al. 2017's Figures 1-3
-and Table 1 on Fashion-MNIST with k simulated workers of n examples), each
-point through the real trainer (`tf_lbsgd.reproduction.runner`):
+Runs the grid of `tf_lbsgd.analysis.reproduction.grid` (Goyal et al. 2017's
+Figures 1-3 and Table 1 on Fashion-MNIST with k simulated workers of n
+examples), each point through the real trainer in its own process
+(`tf_lbsgd.analysis.reproduction.runner`; this tool never imports
+TensorFlow):
 
 1. The minibatch sweep (linear scaling + gradual warmup), every seed.
 2. The largest size whose sizes from the baseline up all stay within the
@@ -32,13 +34,13 @@ import sys
 from absl import app
 from absl import flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow starts.
-from tf_lbsgd.reproduction import grid  # noqa: E402  pylint: disable=g-import-not-at-top
-from tf_lbsgd.reproduction import runner  # noqa: E402
+from tf_lbsgd.analysis.reproduction import grid
+from tf_lbsgd.analysis.reproduction import runner
 
 flags.DEFINE_enum("preset", "quick", sorted(grid.PRESETS),
-                  "Sizes, seeds and budget (tf_lbsgd/reproduction/grid.py): "
-                  "tiny (tests), quick (< 20 min), full (the report).")
+                  "Sizes, seeds and budget (tf_lbsgd/analysis/reproduction/"
+                  "grid.py): tiny (tests), quick (< 20 min), full (the "
+                  "report).")
 flags.DEFINE_string("runs_dir", None, "Where the runs go; default "
                     "runs/reproduction/<preset>.")
 flags.DEFINE_string("report", None, "The markdown report; default "
@@ -56,6 +58,8 @@ flags.DEFINE_bool("report_only", False, "Write the report from the finished "
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # The points' logs (log.txt) keep TensorFlow's C++ errors, not its info.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     values = flags.FLAGS
     preset = grid.PRESETS[values.preset]
     if values.match_tolerance is not None:

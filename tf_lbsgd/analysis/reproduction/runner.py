@@ -13,14 +13,14 @@ import subprocess
 import sys
 import time
 
-from tf_lbsgd import benchmark
+from tf_lbsgd import exits
+from tf_lbsgd.analysis import machine
 from tf_lbsgd.analysis import tables
-from tf_lbsgd.reproduction import findings
-from tf_lbsgd.reproduction import grid
-from tf_lbsgd.reproduction import plots
-from tf_lbsgd.reproduction import report
-from tf_lbsgd.reproduction import results
-from tf_lbsgd.trainer import DIVERGED_EXIT_CODE
+from tf_lbsgd.analysis.reproduction import findings
+from tf_lbsgd.analysis.reproduction import grid
+from tf_lbsgd.analysis.reproduction import plots
+from tf_lbsgd.analysis.reproduction import report
+from tf_lbsgd.analysis.reproduction import results
 
 
 class RunFailed(RuntimeError):
@@ -61,7 +61,7 @@ def train_point(point, preset, model_dir):
     earlier = results.recorded_wall_seconds(model_dir) or 0.0  # Resumed.
     tables.write_json(os.path.join(model_dir, results.RUN_INFO),
                       {"wall_seconds": earlier + seconds, "command": command})
-    if code == DIVERGED_EXIT_CODE:
+    if code == exits.DIVERGED_EXIT_CODE:
         tables.write_json(os.path.join(model_dir, results.DIVERGED),
                           {"log_tail": _tail(log_path, 3)})
     elif code:
@@ -165,7 +165,7 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
         ablations={v: _summaries(done, v, large_kn) for v in preset.ablations},
         baseline_ablations={v: _summaries(done, v, preset.baseline)
                             for v in preset.baseline_ablations})
-    meta = {"command": command, "machine": benchmark.machine_info(),
+    meta = {"command": command, "machine": machine.machine_info(),
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "runs": len(done),
             "runs_seconds": sum(r.wall_seconds or 0 for r in done.values()),

@@ -22,7 +22,7 @@ error of the final evaluations (R14), taken densely in the last rate phase.
 
 import dataclasses
 
-from tf_lbsgd import schedules
+from tf_lbsgd.analysis import recipe_math
 
 GIN_FILE = "reproduction/fashion_mnist"
 # The paper's step decay at epochs 30, 60 and 80 of 90 (R4), as fractions.
@@ -171,7 +171,7 @@ class Preset:
         return FASHION_MNIST_TRAIN / kn
 
     def total_steps(self, kn):
-        return schedules.epochs_to_steps(self.epochs, self.steps_per_epoch(kn))
+        return recipe_math.epochs_to_steps(self.epochs, self.steps_per_epoch(kn))
 
     def steps_per_loop(self, kn):
         """Steps per training loop: `loops_per_epoch` curve points an epoch."""
@@ -179,7 +179,7 @@ class Preset:
 
     def peak_lr(self, variant, kn):
         """The rate after warmup (R1, or the variant's scaling)."""
-        return schedules.scaled_learning_rate(
+        return recipe_math.scaled_learning_rate(
             kn, self.base_lr, self.baseline, VARIANTS[variant].scaling)
 
 

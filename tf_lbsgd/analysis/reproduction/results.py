@@ -7,15 +7,14 @@ loop) and, from `tools/reproduce.py`, `run.json` (its wall time) or
 """
 
 import dataclasses
-import glob
 import json
 import math
 import os
 import statistics
 
 import numpy as np
-import tensorflow as tf
 
+from tf_lbsgd.analysis import event_files
 from tf_lbsgd.analysis.run_outputs import median_of_final
 from tf_lbsgd.analysis.run_outputs import read_metrics
 
@@ -59,15 +58,11 @@ def training_curve(model_dir, steps_per_epoch):
     """(epoch, training top-1 error %) of every loop, from the event files.
 
     A resumed run logs the loops after its checkpoint again; the last
-    value written for a step wins.
+    value written for a step wins. A file cut short by a killed run is read
+    up to its last whole record.
     """
-    by_step = {}
-    pattern = os.path.join(model_dir, "train", "events.out.tfevents.*")
-    for path in sorted(glob.glob(pattern)):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == "train/top1_error":
-                    by_step[event.step] = float(tf.make_ndarray(value.tensor))
+    by_step = event_files.read_scalars(os.path.join(model_dir, "train"),
+                                       "train/top1_error")
     return [(step / steps_per_epoch, 100.0 * by_step[step])
             for step in sorted(by_step)]
 

@@ -11,8 +11,8 @@ verdict says only which direction ours went.
 import dataclasses
 
 from tf_lbsgd import paper
-from tf_lbsgd.reproduction import grid
-from tf_lbsgd.reproduction import results
+from tf_lbsgd.analysis.reproduction import grid
+from tf_lbsgd.analysis.reproduction import results
 
 # The paper's minibatch that still matches its baseline: 8k = 32 x 256.
 PAPER_LARGEST_MATCH = 32

@@ -3,10 +3,10 @@ findings, and a JSON of every number."""
 
 from tf_lbsgd import paper
 from tf_lbsgd.analysis import tables
-from tf_lbsgd.reproduction import findings as findings_lib
-from tf_lbsgd.reproduction import grid
-from tf_lbsgd.reproduction import plots
-from tf_lbsgd.reproduction import results
+from tf_lbsgd.analysis.reproduction import findings as findings_lib
+from tf_lbsgd.analysis.reproduction import grid
+from tf_lbsgd.analysis.reproduction import plots
+from tf_lbsgd.analysis.reproduction import results
 
 
 def format_error(summary):

@@ -6,7 +6,7 @@ matplotlib (Agg, no screen) is imported when a figure is drawn.
 import math
 import os
 
-from tf_lbsgd.reproduction import grid
+from tf_lbsgd.analysis.reproduction import grid
 
 FIGURE_1 = "fig1_error_vs_minibatch.png"
 FIGURE_2 = "fig2_training_curves_ablations.png"
