@@ -47,6 +47,7 @@ import yaml
 from absl import app  # noqa: F401  pylint: disable=unused-import (--help flags)
 from absl import flags
 
+from tf_lbsgd import cluster
 from tf_lbsgd import config
 from tf_lbsgd import distribute
 from tf_lbsgd import train_lib
@@ -395,7 +396,7 @@ def split_python_command(text):
 
 def check_valid_tf_config(raw, hosts, index):
     """`raw` is a valid TF_CONFIG for worker `index` of `hosts`."""
-    tf_config = distribute.validate_tf_config({"TF_CONFIG": raw})
+    tf_config = cluster.validate_tf_config({"TF_CONFIG": raw})
     assert tf_config == {"cluster": {"worker": list(hosts)},
                          "task": {"type": "worker", "index": index}}, raw
     return tf_config

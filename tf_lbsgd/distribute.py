@@ -157,10 +157,6 @@ def _multi_worker(collective, timeout_seconds):
         communication_options=options)
 
 
-# Read by tests/test_readme_commands.py; the one validator is in `cluster`.
-validate_tf_config = cluster.validate_tf_config
-
-
 def check_cluster_kind(kind, env=None):
     """Refuses a single-worker strategy when TF_CONFIG names several tasks.
 

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from tf_lbsgd import allreduce
 from tf_lbsgd import benchmark
+from tf_lbsgd import cluster
 from tf_lbsgd import distribute
 from tf_lbsgd.analysis import scaling
 from tf_lbsgd.models import resnet_cifar
@@ -201,10 +202,7 @@ def _say(message):
 
 
 def _cluster_size():
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    cluster = config.get("cluster", {})
-    return max(1, sum(len(cluster.get(job, []))
-                      for job in ("chief", "worker")))
+    return max(1, cluster.worker_count(cluster.validate_tf_config()))
 
 
 def time_allreduce(strategy, gradient_allreduce, shapes, repeats):
