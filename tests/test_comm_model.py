@@ -1,4 +1,5 @@
-"""Tests of tf_lbsgd.analysis.comm_model and its tool, tools/comm_model.py.
+"""Tests of the allreduce cost model of tf_lbsgd.analysis (collective_costs,
+backprop_overlap, allreduce_calibration, comm_model) and tools/comm_model.py.
 
 The collective costs are checked against step-by-step simulations written
 here, which move real numpy data between simulated workers (so they also
@@ -17,6 +18,9 @@ import sys
 import numpy as np
 import pytest
 
+from tf_lbsgd.analysis import allreduce_calibration
+from tf_lbsgd.analysis import backprop_overlap
+from tf_lbsgd.analysis import collective_costs
 from tf_lbsgd.analysis import comm_model
 
 # abspath, not resolve(): under Bazel the test file is a symlink into the
@@ -122,7 +126,7 @@ def test_ring_matches_step_by_step_simulation(workers):
     for result in results:
         np.testing.assert_allclose(result, np.sum(vectors, axis=0))
     nbytes = vectors[0].nbytes
-    assert comm_model.ring_allreduce_seconds(
+    assert collective_costs.ring_allreduce_seconds(
         nbytes, workers, ALPHA, BETA, GAMMA) == pytest.approx(seconds)
 
 
@@ -132,12 +136,12 @@ def test_halving_doubling_matches_simulation(workers):
     results, seconds = simulate_halving_doubling(vectors)
     for result in results:
         np.testing.assert_allclose(result, np.sum(vectors, axis=0))
-    assert comm_model.halving_doubling_allreduce_seconds(
+    assert collective_costs.halving_doubling_allreduce_seconds(
         vectors[0].nbytes, workers, ALPHA, BETA, GAMMA) == pytest.approx(
             seconds)
     # 2 log2(p) latencies against the ring's 2 (p - 1), same bandwidth.
-    ring = comm_model.ring_allreduce_seconds(vectors[0].nbytes, workers,
-                                             ALPHA, BETA, GAMMA)
+    ring = collective_costs.ring_allreduce_seconds(
+        vectors[0].nbytes, workers, ALPHA, BETA, GAMMA)
     assert ring - seconds == pytest.approx(
         (2 * (workers - 1) - 2 * math.log2(workers)) * ALPHA)
 
@@ -148,15 +152,15 @@ def test_halving_doubling_other_counts_match_simulation(workers):
     results, seconds = simulate_halving_doubling_any(vectors)
     for result in results:
         np.testing.assert_allclose(result, np.sum(vectors, axis=0))
-    assert comm_model.halving_doubling_allreduce_seconds(
+    assert collective_costs.halving_doubling_allreduce_seconds(
         vectors[0].nbytes, workers, ALPHA, BETA, GAMMA) == pytest.approx(
             seconds)
 
 
 @pytest.mark.parametrize("function", [
-    comm_model.ring_allreduce_seconds,
-    comm_model.halving_doubling_allreduce_seconds,
-    comm_model.pipelined_chain_seconds])
+    collective_costs.ring_allreduce_seconds,
+    collective_costs.halving_doubling_allreduce_seconds,
+    collective_costs.pipelined_chain_seconds])
 def test_one_worker_costs_nothing(function):
     assert function(10**8, 1, ALPHA, BETA, GAMMA) == 0.0
 
@@ -164,55 +168,56 @@ def test_one_worker_costs_nothing(function):
 @pytest.mark.parametrize("workers", [0, -2, 2.5])
 def test_bad_worker_counts_raise(workers):
     with pytest.raises(ValueError, match="positive integer"):
-        comm_model.ring_allreduce_seconds(100, workers, ALPHA, BETA)
+        collective_costs.ring_allreduce_seconds(100, workers, ALPHA, BETA)
 
 
 def test_unknown_algorithm_raises():
     with pytest.raises(ValueError, match="'tree'"):
-        comm_model.allreduce_seconds("tree", 100, 4, ALPHA, BETA)
+        collective_costs.allreduce_seconds("tree", 100, 4, ALPHA, BETA)
 
 
 def test_chain_formula_is_the_limit_of_a_chunked_pipeline():
     # g GPUs in a chain, C chunks: (g - 1 + C - 1) steps of one chunk.
     gpus, nbytes, chunks = 8, 10**8, 10**5
     pipeline = (gpus - 1 + chunks - 1) * (nbytes / chunks) * (BETA + GAMMA)
-    formula = comm_model.pipelined_chain_seconds(nbytes, gpus, 0.0, BETA,
-                                                 GAMMA)
+    formula = collective_costs.pipelined_chain_seconds(nbytes, gpus, 0.0,
+                                                       BETA, GAMMA)
     assert formula == pytest.approx(pipeline, rel=1e-3)
 
 
 def cluster(gpus_per_server=8):
-    return comm_model.Cluster(
+    return collective_costs.Cluster(
         gpus_per_server=gpus_per_server, inter_alpha=ALPHA, inter_beta=BETA,
         intra_alpha=1e-6, intra_beta=BETA / 10, gamma=GAMMA)
 
 
-@pytest.mark.parametrize("algorithm", comm_model.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", collective_costs.ALGORITHMS)
 def test_hierarchical_phases(algorithm):
     nbytes = 10**7
-    flat = comm_model.hierarchical_allreduce_seconds(nbytes, 16, cluster(1),
-                                                     algorithm)
-    assert flat == pytest.approx(comm_model.allreduce_seconds(
+    flat = collective_costs.hierarchical_allreduce_seconds(
+        nbytes, 16, cluster(1), algorithm)
+    assert flat == pytest.approx(collective_costs.allreduce_seconds(
         algorithm, nbytes, 16, ALPHA, BETA, GAMMA))
     # One server: reduce (summing) then broadcast, (g - 1) hops each.
-    one_server = comm_model.hierarchical_allreduce_seconds(
+    one_server = collective_costs.hierarchical_allreduce_seconds(
         nbytes, 8, cluster(), algorithm)
     assert one_server == pytest.approx(
         2 * 7 * 1e-6 + 2 * nbytes * BETA / 10 + nbytes * GAMMA)
-    four_servers = comm_model.hierarchical_allreduce_seconds(
+    four_servers = collective_costs.hierarchical_allreduce_seconds(
         nbytes, 32, cluster(), algorithm)
     assert four_servers - one_server == pytest.approx(
-        comm_model.allreduce_seconds(algorithm, nbytes, 4, ALPHA, BETA,
-                                     GAMMA))
+        collective_costs.allreduce_seconds(algorithm, nbytes, 4, ALPHA,
+                                           BETA, GAMMA))
 
 
 def test_partial_servers_raise():
     with pytest.raises(ValueError, match="12 GPUs"):
-        comm_model.hierarchical_allreduce_seconds(100, 12, cluster(), "ring")
+        collective_costs.hierarchical_allreduce_seconds(100, 12, cluster(),
+                                                        "ring")
 
 
 def test_resnet50_profile():
-    layers = comm_model.resnet50_layers()
+    layers = backprop_overlap.resnet50_layers()
     assert sum(layer.params for layer in layers) == 25_557_032
     # 4.09 G forward multiply-adds per 224x224 image (R15, docs/paper.md).
     assert sum(layer.macs for layer in layers) == pytest.approx(4.09e9,
@@ -224,9 +229,9 @@ def test_resnet50_profile():
 
 @pytest.mark.parametrize("bucket_mib", [0, 1, 25, math.inf])
 def test_buckets_cover_the_gradients_in_backprop_order(bucket_mib):
-    layers = comm_model.resnet50_layers()
-    buckets = comm_model.gradient_buckets(layers, 4, bucket_mib * 2**20,
-                                          backward_seconds=0.12)
+    layers = backprop_overlap.resnet50_layers()
+    buckets = backprop_overlap.gradient_buckets(
+        layers, 4, bucket_mib * 2**20, backward_seconds=0.12)
     assert sum(b.nbytes for b in buckets) == 4 * 25_557_032
     ready = [b.ready_seconds for b in buckets]
     assert ready == sorted(ready)
@@ -243,25 +248,27 @@ def test_buckets_cover_the_gradients_in_backprop_order(bucket_mib):
 
 
 def test_communication_timeline_by_hand():
-    buckets = [comm_model.Bucket(1.0, 3.0), comm_model.Bucket(2.0, 0.5),
-               comm_model.Bucket(6.0, 1.0)]
+    buckets = [backprop_overlap.Bucket(1.0, 3.0),
+               backprop_overlap.Bucket(2.0, 0.5),
+               backprop_overlap.Bucket(6.0, 1.0)]
     # 1 -> 4, then waits for the channel: 4 -> 4.5, then 6 -> 7.
-    assert comm_model.communication_end_seconds(buckets, float) == 7.0
+    assert backprop_overlap.communication_end_seconds(buckets, float) == 7.0
 
 
 def paper_like_workload():
-    return comm_model.Workload(forward_seconds=0.1, backward_seconds=0.12,
-                               update_seconds=0.01)
+    return backprop_overlap.Workload(forward_seconds=0.1,
+                                     backward_seconds=0.12,
+                                     update_seconds=0.01)
 
 
-@pytest.mark.parametrize("algorithm", comm_model.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", collective_costs.ALGORITHMS)
 @pytest.mark.parametrize("overlap", [True, False])
 @pytest.mark.parametrize("inter_beta", [BETA, 1e-8, 1e-7])
 @pytest.mark.parametrize("gpus", [8, 64, 256])
 def test_overlap_bounds(algorithm, overlap, inter_beta, gpus):
     workload = paper_like_workload()
     slow = dataclasses.replace(cluster(), inter_beta=inter_beta)
-    row = comm_model.iteration(workload, slow, gpus, algorithm, overlap)
+    row = backprop_overlap.iteration(workload, slow, gpus, algorithm, overlap)
     compute = workload.compute_seconds
     comm = row["comm_seconds"]
     assert row["iteration_seconds"] >= compute
@@ -273,9 +280,10 @@ def test_overlap_bounds(algorithm, overlap, inter_beta, gpus):
 
 
 def test_efficiency_is_one_at_the_base_size():
-    variants = [(a, o) for a in comm_model.ALGORITHMS for o in (True, False)]
-    rows = comm_model.scaling_rows(paper_like_workload(), cluster(),
-                                   [8, 16, 32], variants)
+    variants = [(a, o) for a in collective_costs.ALGORITHMS
+                for o in (True, False)]
+    rows = backprop_overlap.scaling_rows(paper_like_workload(), cluster(),
+                                         [8, 16, 32], variants)
     assert len(rows) == 3 * len(variants)
     for row in rows:
         if row["gpus"] == 8:
@@ -288,20 +296,22 @@ def test_efficiency_is_one_at_the_base_size():
 
 def test_solve_forward_seconds_hits_the_target():
     workload = paper_like_workload()
-    forward = comm_model.solve_forward_seconds(0.3, workload, cluster(), 8,
-                                               "ring")
+    forward = backprop_overlap.solve_forward_seconds(0.3, workload,
+                                                     cluster(), 8, "ring")
     solved = dataclasses.replace(workload, forward_seconds=forward)
-    assert comm_model.iteration(solved, cluster(), 8, "ring")[
+    assert backprop_overlap.iteration(solved, cluster(), 8, "ring")[
         "iteration_seconds"] == pytest.approx(0.3)
     with pytest.raises(ValueError, match="more than the target"):
-        comm_model.solve_forward_seconds(0.1, workload, cluster(), 8, "ring")
+        backprop_overlap.solve_forward_seconds(0.1, workload, cluster(), 8,
+                                               "ring")
 
 
 def test_alpha_for_speedup():
     nbytes, servers = 2 * 10**6, 32
-    alpha = comm_model.alpha_for_speedup(nbytes, servers, BETA, 3.0)
-    ring = comm_model.ring_allreduce_seconds(nbytes, servers, alpha, BETA)
-    halving = comm_model.halving_doubling_allreduce_seconds(
+    alpha = collective_costs.alpha_for_speedup(nbytes, servers, BETA, 3.0)
+    ring = collective_costs.ring_allreduce_seconds(nbytes, servers, alpha,
+                                                   BETA)
+    halving = collective_costs.halving_doubling_allreduce_seconds(
         nbytes, servers, alpha, BETA)
     assert ring / halving == pytest.approx(3.0)
 
@@ -321,12 +331,13 @@ def synthetic_sweep(alpha, beta, noise=0.0, seed=0):
 
 
 def test_calibrate_recovers_alpha_and_beta():
-    exact = comm_model.calibrate(synthetic_sweep(4e-5, 1e-9))
+    exact = allreduce_calibration.calibrate(synthetic_sweep(4e-5, 1e-9))
     assert exact["alpha"] == pytest.approx(4e-5)
     assert exact["beta"] == pytest.approx(1e-9)
     assert exact["residual_rms_seconds"] < 1e-12
     assert exact["count"] == 10  # The 1-worker measurement is left out.
-    noisy = comm_model.calibrate(synthetic_sweep(4e-5, 1e-9, noise=0.01))
+    noisy = allreduce_calibration.calibrate(
+        synthetic_sweep(4e-5, 1e-9, noise=0.01))
     assert noisy["alpha"] == pytest.approx(4e-5, rel=0.1)
     assert noisy["beta"] == pytest.approx(1e-9, rel=0.05)
     assert noisy["bandwidth_bytes_per_second"] == pytest.approx(
@@ -338,14 +349,15 @@ def test_calibrate_keeps_coefficients_non_negative():
     # Pure bandwidth with a negative offset would fit alpha < 0.
     sweep = [{"bytes": n, "workers": 2, "seconds": n * 1e-9 - 1e-6}
              for n in (2**20, 2**22, 2**24)]
-    fit = comm_model.calibrate(sweep)
+    fit = allreduce_calibration.calibrate(sweep)
     assert fit["alpha"] == 0.0
     assert fit["beta"] == pytest.approx(1e-9, rel=0.01)
 
 
 def test_calibrate_needs_two_sizes():
     with pytest.raises(ValueError, match="two message sizes"):
-        comm_model.calibrate([{"bytes": 8, "workers": 2, "seconds": 1.0}] * 3)
+        allreduce_calibration.calibrate(
+            [{"bytes": 8, "workers": 2, "seconds": 1.0}] * 3)
 
 
 def test_local_scenario_two_workers():
@@ -439,3 +451,10 @@ def test_report_tables():
         "| 10 | ring | " + " | ".join(
             f"{row['efficiency']:.3f}" for row in result["paper_sensitivity"]
             if row["alpha_us"] == 10 and row["algorithm"] == "ring") + " |"]
+
+
+def test_read_calibration_names_the_missing_sweep(tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"step_seconds": 0.5}))
+    with pytest.raises(ValueError, match="'allreduce_sweep'"):
+        allreduce_calibration.read_calibration(path)

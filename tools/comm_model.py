@@ -7,10 +7,11 @@ Usage:
 Prints one markdown table per scenario (paper, h100 and, with
 --calibration_json holding "step_seconds", local), the paper scenario's
 sensitivity to latency and bucket size and the paper's claims next to the
-model's (see tf_lbsgd/analysis/comm_model.py for the model, its scenarios
-and the calibration file). --out_json gets every number (parameters, rows,
-calibration); --out_png a plot of efficiency and iteration time against the
-number of GPUs (log2 axis) with the paper's ~90% at 256 GPUs marked.
+model's (scenarios: tf_lbsgd.analysis.comm_model; calibration file:
+tf_lbsgd.analysis.allreduce_calibration). --out_json gets every number
+(parameters, rows, calibration); --out_png a plot of efficiency and iteration
+time against the number of GPUs (log2 axis) with the paper's ~90% at 256 GPUs
+marked.
 
 Every field of PaperSetting and H100Setting (but max_gpus) is a flag
 --paper_<field> / --h100_<field>; --max_gpus is the h100 scenario's.
@@ -21,6 +22,7 @@ import dataclasses
 from absl import app
 from absl import flags
 
+from tf_lbsgd.analysis import allreduce_calibration
 from tf_lbsgd.analysis import comm_model
 from tf_lbsgd.analysis import tables
 
@@ -70,8 +72,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     paper, h100 = settings_from_flags(flags.FLAGS)
-    calibration = (comm_model.read_calibration(flags.FLAGS.calibration_json)
-                   if flags.FLAGS.calibration_json else None)
+    calibration = None
+    if flags.FLAGS.calibration_json:
+        calibration = allreduce_calibration.read_calibration(
+            flags.FLAGS.calibration_json)
     result = comm_model.analyse(paper, h100, calibration)
     print(comm_model.report(result))
     if flags.FLAGS.out_json:

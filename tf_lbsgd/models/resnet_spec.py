@@ -1,6 +1,6 @@
 """The shape of the ImageNet ResNets v1.5 (R15, docs/paper.md), without
 TensorFlow: `resnet_imagenet` builds the Keras model from it and
-`analysis.comm_model` counts ResNet-50's per-layer parameters and
+`analysis.backprop_overlap` counts ResNet-50's per-layer parameters and
 multiply-adds from it."""
 
 # Bottleneck blocks per stage for each supported depth.
