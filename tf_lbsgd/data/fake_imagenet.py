@@ -20,14 +20,11 @@ alternately a JPEG cut in half and random bytes: both fail to decode.
   most are not among the `classes` training synsets.
 
 `write_fake_tfrecords` writes the Model Garden's layout that
-`tf_lbsgd.data.imagenet_tfrecord` reads: `train-%05d-of-%05d` and
-`validation-%05d-of-%05d` TFRecord files of `tf.train.Example` with
-`image/encoded` (JPEG bytes) and `image/class/label` (int64, label id + 1:
-the Model Garden's 1..1000, the reader's default `label_offset=1`). Training
-examples are class i's images for i in 0..classes-1; validation example j has
-class j % classes. The records are shuffled and dealt round-robin over the
-shards. `corrupt` (`val_corrupt`) extra training (validation) records hold
-corrupt bytes with a valid label.
+`tf_lbsgd.data.imagenet_tfrecord` reads: shuffled records dealt round-robin
+over `train-%05d-of-%05d` and `validation-%05d-of-%05d` TFRecord files of
+`tf.train.Example` with `image/encoded` (JPEG bytes) and `image/class/label`
+(int64, label id + 1: the Model Garden's 1..1000, the reader's default
+`label_offset=1`).
 """
 
 import io
@@ -168,20 +165,10 @@ def _synset_tar_bytes(files):
 
 
 def _write_train_tar(path, synsets, train_per_class, corrupt, rng, sides):
-    """Writes the outer training tar of per-synset tars.
-
-    Args:
-        path: Path of `ILSVRC2012_img_train.tar`.
-        synsets: Training synsets; synset i gets label id i's images.
-        train_per_class: Number of valid JPEGs per synset.
-        corrupt: Total number of corrupt files, dealt round-robin.
-        rng: `np.random.Generator`.
-        sides: (min_side, max_side) of the images in pixels.
-
-    Returns:
-        A tuple (train_files, corrupt_files): {synset: [valid JPEG names]}
-        and {corrupt file name: synset}.
-    """
+    """Writes the outer training tar at `path`: a tar per synset, synset i
+    with `train_per_class` images of label id i, `corrupt` corrupt files
+    dealt round-robin; returns ({synset: [valid JPEG names]},
+    {corrupt file name: synset})."""
     train_files = {}
     corrupt_files = {}
     with tarfile.open(path, mode="w") as outer:
@@ -200,19 +187,9 @@ def _write_train_tar(path, synsets, train_per_class, corrupt, rng, sides):
 
 
 def _write_val_tar(path, val, rng, sides):
-    """Writes the flat validation tar of indices 1..`val`.
-
-    Each image is drawn for its synset in TFDS's `validation_labels.txt`.
-
-    Args:
-        path: Path of `ILSVRC2012_img_val.tar`.
-        val: Number of validation images.
-        rng: `np.random.Generator`.
-        sides: (min_side, max_side) of the images in pixels.
-
-    Returns:
-        A tuple (file names, synset of each file).
-    """
+    """Writes the flat validation tar of indices 1..`val` at `path`, each
+    image drawn for its synset in TFDS's `validation_labels.txt`; returns
+    (file names, synset of each file)."""
     label_of = {s: i for i, s in enumerate(imagenet_tfds.synset_labels())}
     val_synsets = imagenet_tfds.validation_synsets()[:val]
     names = [imagenet_tfds.validation_file_name(i + 1) for i in range(val)]
