@@ -1,4 +1,4 @@
-"""Smoke tests of tools/bench_input_pipeline.py on a tiny generated set.
+"""Smoke tests of tf_lbsgd.benchmarks.input_pipeline on a tiny generated set.
 
 8 images of 48..96 px, 1 round: the two pipelines' outputs, their shared
 normalisation against an independent numpy formula, and the JSON written.
@@ -7,13 +7,14 @@ No timing is asserted.
 
 import json
 
-from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 from official.vision.ops import preprocess_ops
 
-from tool_loader import load_tool
+from tf_lbsgd import benchmark
+from tf_lbsgd.benchmarks import input_pipeline as bench
+from tf_lbsgd.data import fake_imagenet
 from tf_lbsgd.data import imagenet_preprocessing
 
 NUM_IMAGES = 8
@@ -23,8 +24,6 @@ SIZE = 224
 # ImageNet statistics (Model Garden MEAN_NORM / STDDEV_NORM), in pixel units.
 MEAN = 255.0 * np.array([0.485, 0.456, 0.406])
 STD = 255.0 * np.array([0.229, 0.224, 0.225])
-
-bench = load_tool("bench_input_pipeline")
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +80,9 @@ def test_flat_image_is_normalised_alike_end_to_end():
     # Any crop, flip and bilinear resize of a flat colour is that colour, so
     # both whole pipelines must give (colour - mean) / std everywhere.
     colour = np.array([200, 120, 40], np.uint8)
-    fake = bench._load_fake_tfrecords()  # pylint: disable=protected-access
     jpeg = tf.io.encode_jpeg(np.broadcast_to(colour, (90, 70, 3)).copy(),
                              quality=100).numpy()
-    record = fake.make_example(jpeg, label=3)
+    record = fake_imagenet.make_example(jpeg, label=3)
     expected = (colour - MEAN) / STD
     images = {}
     for name, fn in bench.map_fns().items():
@@ -100,15 +98,18 @@ def test_flat_image_is_normalised_alike_end_to_end():
 
 
 def test_run_writes_json_with_positive_rates(tmp_path):
-    flag_values = flags.FlagValues()
-    bench.define_flags(flag_values)
+    # The steps of tools/bench_input_pipeline.py's main, tiny.
     out_json = tmp_path / "out" / "bench.json"
     data_dir = tmp_path / "images"
-    flag_values([
-        "prog", f"--images={NUM_IMAGES}", "--rounds=1",
-        f"--min_side={MIN_SIDE}", f"--max_side={MAX_SIDE}",
-        f"--data_dir={data_dir}", f"--out_json={out_json}"])
-    payload = bench.run(flag_values)
+    records, info = bench.load_records(NUM_IMAGES, data_dir, MIN_SIDE,
+                                       MAX_SIDE)
+    assert bench.describe(info, 1).startswith(f"{NUM_IMAGES} images, mean ")
+    results = bench.measure(records, rounds=1)
+    lines = bench.table(results).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| per core", "| per machine"]
+    payload = bench.payload(info, 1, results)
+    benchmark.write_json(out_json, payload)
     written = json.loads(out_json.read_text())
     assert written["machine"]["cores"] >= 1
     for key in ("benchmark", "image_size", "rounds", "images_per_round",
@@ -142,8 +143,7 @@ def test_rounds_alternate_which_pipeline_runs_first():
     calls = []
     runners = {name: (lambda name=name: calls.append(name) or len(calls))
                for name in ("a", "b")}
-    results = bench._alternating_rounds(  # pylint: disable=protected-access
-        runners, 3)
+    results = bench.alternating_rounds(runners, 3)
     assert calls == ["a", "b", "b", "a", "a", "b"]
     assert results == {"a": [1, 4, 5], "b": [2, 3, 6]}
 

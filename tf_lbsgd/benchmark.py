@@ -1,42 +1,23 @@
-"""Shared parts of the benchmark scripts in tools/: timing, peak, tables.
+"""Shared parts of the benchmarks (`tf_lbsgd.benchmarks`, `scaling_bench`).
+
+Timing, the matmul peak, the machine and a synthetic-data Trainer.
 
 Every benchmark measures its peers in the same process run, interleaved
 (round-robin), so a slower or busier machine moves all of them alike; the
 tables report medians over rounds and ratios against the peers.
 """
 
-import datetime
-import os
-import platform
 import statistics
 import time
 
 import tensorflow as tf
 
+from tf_lbsgd.analysis import machine
 from tf_lbsgd.analysis import tables
 
 
-def machine_info():
-    """What the numbers were measured on: CPU model, cores, versions, date."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import keras  # pylint: disable=import-outside-toplevel
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
-    }
+# tools/bench_scaling.py still calls it by this name.
+machine_info = machine.machine_info
 
 
 def interleaved(runners, rounds):
@@ -97,17 +78,12 @@ def matmul_gflops(size=1024, seconds=2.0, dtype=tf.float32):
     return chain * 2.0 * size ** 3 / best / 1e9
 
 
-def format_table(header, rows):
-    """A markdown table: `tables.markdown_table` (floats to 3 significant
-    digits, 4 from 1000 up)."""
-    return tables.markdown_table(header, rows)
-
-
 def write_json(path, payload):
     """Writes `payload` with the machine info to `path` (dirs created);
     nothing without a `path`."""
     if path:
-        tables.write_json(path, {"machine": machine_info(), **payload})
+        tables.write_json(path, {"machine": machine.machine_info(),
+                                 **payload})
 
 
 def synthetic_dataset(strategy, per_replica_batch, image_shape, num_classes,
