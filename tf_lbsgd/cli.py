@@ -163,7 +163,6 @@ def main(argv):
     from tf_lbsgd import config  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import preemption  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import train_lib  # pylint: disable=g-import-not-at-top
-    from tf_lbsgd import trainer  # pylint: disable=g-import-not-at-top
     gin_files = _GIN_FILE.value or [DEFAULT_GIN_FILE]
     try:
         config.parse(gin_files, _GIN_BINDINGS.value)
@@ -193,7 +192,7 @@ def main(argv):
         exits.exit_now(e.exit_code)
     except FloatingPointError as e:  # The last good checkpoint is kept.
         print(f"tf-lbsgd: diverged: {e}", file=sys.stderr)
-        exits.exit_now(trainer.DIVERGED_EXIT_CODE)
+        exits.exit_now(exits.DIVERGED_EXIT_CODE)
     # Missing data, a bad setting, a value of the wrong type in a binding.
     except (FileNotFoundError, ValueError, TypeError) as e:
         _remove_if_empty(new_directories)  # Made before the error was seen.

@@ -29,8 +29,6 @@ from tf_lbsgd import allreduce
 from tf_lbsgd import losses
 from tf_lbsgd import precision
 from tf_lbsgd.analysis.run_outputs import median_of_final
-# Kept under this name for tf_lbsgd/cli.py (trainer.DIVERGED_EXIT_CODE).
-from tf_lbsgd.exits import DIVERGED_EXIT_CODE  # noqa: F401
 
 
 class _Accumulators:
