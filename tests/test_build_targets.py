@@ -7,9 +7,9 @@ functions (no Bazel needed) and lists:
 - srcs, data or main naming a file that does not exist, and deps naming no
   target;
 - an import of a tf_lbsgd module (also `pytest.importorskip("...")` and
-  `importlib.import_module("...")`), of a sibling module (`from tool_loader
-  import ...`) or a `load_tool("name")` whose file is neither in the
-  target's own srcs nor in those of a direct dep; a package __init__.py
+  `importlib.import_module("...")`) or of a sibling module (`from helpers
+  import ...`) whose file is neither in the target's own srcs nor in those
+  of a direct dep; a package __init__.py
   missing from the target's transitive srcs;
 - a file named in the code ("launch_local.py", `"-m", "tf_lbsgd"`, the
   `tf-lbsgd` console script of setup.py) missing from the target's runfiles
@@ -106,7 +106,7 @@ def _console_scripts(root):
 
 def _uses(root, path, scripts):
     """Returns (modules, referenced) of Python file `path`: the files that
-    its imports and load_tool calls need from its own target or a direct dep,
+    its imports need from its own target or a direct dep,
     and the files it names (scripts it runs or reads) that must be anywhere
     in its runfiles."""
     source = pathlib.Path(root, path).read_text()
@@ -140,9 +140,7 @@ def _uses(root, path, scripts):
               and isinstance(node.args[0].value, str)):
             function = getattr(node.func, "id",
                                getattr(node.func, "attr", None))
-            if function == "load_tool":
-                modules.add(f"tools/{node.args[0].value}.py")
-            elif function in ("importorskip", "import_module"):
+            if function in ("importorskip", "import_module"):
                 need_module(node.args[0].value)
         elif isinstance(node, (ast.List, ast.Tuple)):
             values = [e.value if isinstance(e, ast.Constant) else None
@@ -284,12 +282,11 @@ _FILES = {
     "tools/runner.py": 'import os\nPROBE = os.path.join("x", "probe.py")\n',
     "tests/conftest.py": "",
     "tests/bazel_pytest_main.py": "",
-    "tests/tool_loader.py": "",
+    "tests/helpers.py": "",
     "tests/test_base.py": textwrap.dedent("""\
         import subprocess, sys
-        from tool_loader import load_tool
+        from helpers import REPO_ROOT
         from tf_lbsgd import base
-        probe = load_tool("probe")
         subprocess.run([sys.executable, "-m", "tf_lbsgd"])
         """),
 }
@@ -332,7 +329,7 @@ _BUILD = textwrap.dedent("""\
 
     py_library(name = "support", srcs = ["tests/conftest.py"])
 
-    py_library(name = "tool_loader", srcs = ["tests/tool_loader.py"])
+    py_library(name = "helpers", srcs = ["tests/helpers.py"])
 
     py_test(
         name = "test_base",
@@ -340,7 +337,7 @@ _BUILD = textwrap.dedent("""\
         srcs = glob(["tests/bazel_pytest_main.py", "tests/test_base.py"]),
         main = "tests/bazel_pytest_main.py",
         args = ["tests/test_base.py"],
-        deps = [":base", ":main", ":probe", ":support", ":tool_loader"],
+        deps = [":base", ":main", ":support", ":helpers"],
     )
     """)
 
@@ -414,18 +411,16 @@ def test_missing_package_init(tmp_path):
         "tf_lbsgd/data/__init__.py among its (transitive) deps"]
 
 
-def test_missing_sibling_module_and_tool(tmp_path):
-    build = _BUILD.replace(
-        '":main", ":probe", ":support", ":tool_loader"', '":main", ":support"')
+def test_missing_sibling_module(tmp_path):
+    build = _BUILD.replace('":main", ":support", ":helpers"',
+                           '":main", ":support"')
     assert _problems(tmp_path, build=build).splitlines() == [
-        ":test_base: tests/test_base.py imports tests/tool_loader.py, which "
-        "is in the srcs of no direct dep",
-        ":test_base: tests/test_base.py imports tools/probe.py, which is in "
-        "the srcs of no direct dep"]
+        ":test_base: tests/test_base.py imports tests/helpers.py, which "
+        "is in the srcs of no direct dep"]
 
 
 def test_missing_runfiles(tmp_path):
-    build = (_BUILD.replace('":base", ":main", ":probe"', '":base", ":probe"')
+    build = (_BUILD.replace('":base", ":main", ":support"', '":base", ":support"')
              .replace('srcs = ["tools/runner.py"], deps = [":probe"]',
                       'srcs = ["tools/runner.py"]'))
     assert _problems(tmp_path, build=build).splitlines() == [

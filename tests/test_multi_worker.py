@@ -10,6 +10,7 @@ ends (the input position is part of the checkpoint).
 
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -24,7 +25,10 @@ import tensorflow as tf
 from tf_lbsgd import config
 from tf_lbsgd import train_lib
 from tf_lbsgd.data import sharding
-from tool_loader import REPO_ROOT
+
+# abspath, not resolve(): under Bazel the test file is a symlink into the
+# checkout, and the tools must come from the runfiles next to it.
+REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 
 LAUNCH = [sys.executable, str(REPO_ROOT / "tools" / "launch_local.py")]
 TOTAL_STEPS = 75  # 0.04 epochs of 60,000 at kn = 32.

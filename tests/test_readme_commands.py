@@ -51,7 +51,10 @@ from tf_lbsgd import cluster
 from tf_lbsgd import config
 from tf_lbsgd import distribute
 from tf_lbsgd import train_lib
-from tool_loader import REPO_ROOT
+
+# abspath, not resolve(): under Bazel the test file is a symlink into the
+# checkout, and the tools must come from the runfiles next to it.
+REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 
 README = REPO_ROOT / "README.md"
 SHELL_LANGUAGES = ("sh", "bash", "shell")

@@ -16,10 +16,6 @@ from tf_lbsgd.analysis import machine
 from tf_lbsgd.analysis import tables
 
 
-# tools/bench_scaling.py still calls it by this name.
-machine_info = machine.machine_info
-
-
 def interleaved(runners, rounds):
     """Runs each named callable once per round, round-robin.
 

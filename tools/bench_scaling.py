@@ -30,8 +30,8 @@ import traceback
 from absl import app
 from absl import flags
 
-from tf_lbsgd import benchmark
 from tf_lbsgd import scaling_bench
+from tf_lbsgd.analysis import machine
 from tf_lbsgd.analysis import scaling
 from tf_lbsgd.analysis import tables
 
@@ -134,7 +134,7 @@ def run_driver(flag_values):
     print(f"bench_scaling: total {wall:.1f} s wall", file=sys.stderr)
     if flag_values.out_json:
         tables.write_json(flag_values.out_json, {
-            "machine": benchmark.machine_info(), **result,
+            "machine": machine.machine_info(), **result,
             "wall_seconds": wall, "settings": {
                 "models": settings, "worker_counts": counts,
                 "bytes_per_pack": packs, "collective": "ring",
