@@ -53,14 +53,20 @@ def load_build(root):
                 globlib.glob(pattern, root_dir=root, recursive=True))
         return sorted(f for f in found if (root / f).is_file())
 
-    namespace = {
-        "glob": glob,
-        "load": lambda *args, **kwargs: None,
-        "package": lambda **kwargs: None,
-        "exports_files": lambda *args, **kwargs: None,
-    }
-    for kind in PY_RULES + ("filegroup", "alias", "test_suite"):
-        namespace[kind] = rule(kind)
+    rules = {kind: rule(kind)
+             for kind in PY_RULES + ("filegroup", "alias", "test_suite")}
+
+    def load(label, *symbols):
+        """Runs the .bzl file of `label` (//:path) with native.<rule>."""
+        assert label.startswith("//:"), label
+        path = root / label[3:]
+        module = {"native": type("native", (), rules)}
+        exec(compile(path.read_text(), str(path), "exec"), module)  # pylint: disable=exec-used
+        namespace.update({symbol: module[symbol] for symbol in symbols})
+
+    namespace = dict(rules, glob=glob, load=load,
+                     package=lambda **kwargs: None,
+                     exports_files=lambda *args, **kwargs: None)
     path = root / "BUILD"
     exec(compile(path.read_text(), str(path), "exec"), namespace)  # pylint: disable=exec-used
     return targets
