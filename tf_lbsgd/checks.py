@@ -1,15 +1,69 @@
-"""Checks of the environment that need no TensorFlow.
+"""Checks of settings and of the environment, without TensorFlow.
 
-The command line runs them before it spends seconds importing TensorFlow, so
-that a bad --model_dir is reported at once, with one line naming it. (Checks
-of configured numbers are `data.source.check_positive` and the validators of
-each gin configurable.)
+The value checks are the ones the configurable entry points (schedules,
+optimizer, models, data, batch sizes) share: each raises ValueError naming
+the setting and the value. `writable_directory` runs in the command line
+before it spends seconds importing TensorFlow, so that a bad --model_dir is
+reported at once, with one line naming it.
 """
 
+import math
 import os
 import tempfile
 
 _PROBE_BYTES = 4096  # One page: a full disk refuses it, an empty file not.
+
+
+def positive_int(name, value):
+    """Returns `value`; ValueError naming `name` unless a positive int (not
+    a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def finite_number(name, value):
+    """`float(value)`; ValueError naming `name` unless a finite number."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(result):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return result
+
+
+def non_negative(name, value):
+    """`value` as a float; ValueError naming it unless finite and >= 0."""
+    result = finite_number(name, value)
+    if result < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return result
+
+
+def positive(name, value):
+    """`value` as a float; ValueError naming it unless finite and > 0."""
+    result = finite_number(name, value)
+    if result <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return result
+
+
+def fraction(name, value):
+    """`value` as a float; ValueError naming it unless in [0, 1)."""
+    result = finite_number(name, value)
+    if not 0.0 <= result < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return result
+
+
+def one_of(name, value, allowed):
+    """`value`; ValueError naming `name`, `value` and `allowed` unless it is
+    one of them."""
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; expected one of "
+                         f"{', '.join(map(repr, allowed))}")
+    return value
 
 
 def _nearest_existing(path):

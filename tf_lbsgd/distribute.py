@@ -9,8 +9,8 @@ CPUs). Chief helpers decide who writes summaries, configs and metrics.
 import gin
 import tensorflow as tf
 
+from tf_lbsgd import checks
 from tf_lbsgd import cluster
-from tf_lbsgd.data import source
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "tpu")
@@ -73,7 +73,7 @@ def check_num_replicas(num_replicas, num_gpus=0):
     if num_replicas is None:
         return
     name = "distribute.build_strategy.num_replicas"
-    source.check_positive(name, num_replicas)
+    checks.positive_int(name, num_replicas)
     if num_gpus and num_replicas > num_gpus:
         raise ValueError(f"{name} = {num_replicas} but this host has "
                          f"{num_gpus} GPUs")

@@ -63,6 +63,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tf_lbsgd import checks
+
 VELOCITY_FORMS = ("unscaled", "scaled")
 
 # Short names of the parameters of Keras' normalisation layers
@@ -196,37 +198,6 @@ def momentum_correction_factor(lr_new, lr_old):
     return ops.where(old_is_zero, ops.ones_like(lr_old), lr_new / safe_old)
 
 
-def _check_momentum(momentum):
-    """Returns ``momentum`` as a float, or raises if it is outside [0, 1)."""
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
-        raise ValueError(
-            f"momentum must be a number in [0, 1); got momentum={momentum!r}")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(
-            f"momentum must be in [0, 1); got momentum={momentum!r}")
-    return float(momentum)
-
-
-def _check_velocity_form(velocity_form):
-    """Returns ``velocity_form``, or raises if it is not a known form."""
-    if velocity_form not in VELOCITY_FORMS:
-        raise ValueError(
-            f"velocity_form must be one of {VELOCITY_FORMS}; "
-            f"got velocity_form={velocity_form!r}")
-    return velocity_form
-
-
-def _check_l2_weight_decay(l2_weight_decay):
-    """Returns ``l2_weight_decay`` as a float, or raises if it is negative."""
-    if (isinstance(l2_weight_decay, bool)
-            or not isinstance(l2_weight_decay, numbers.Real)
-            or l2_weight_decay < 0):
-        raise ValueError(
-            "l2_weight_decay must be a number >= 0; "
-            f"got l2_weight_decay={l2_weight_decay!r}")
-    return float(l2_weight_decay)
-
-
 def _check_no_decoupled_decay(kwargs):
     """Refuses the base class's decoupled ``weight_decay`` (R7 is L2)."""
     weight_decay = kwargs.get("weight_decay")
@@ -354,9 +325,11 @@ class MomentumSGD(keras.optimizers.Optimizer):
                  decay_rule=None,
                  name="momentum_sgd",
                  **kwargs):
-        momentum = _check_momentum(momentum)
-        velocity_form = _check_velocity_form(velocity_form)
-        l2_weight_decay = _check_l2_weight_decay(l2_weight_decay)
+        momentum = checks.fraction("momentum", momentum)
+        velocity_form = checks.one_of("velocity_form", velocity_form,
+                                      VELOCITY_FORMS)
+        l2_weight_decay = checks.non_negative("l2_weight_decay",
+                                              l2_weight_decay)
         decay_rule = _check_decay_rule(decay_rule, decay_bias)
         _check_no_decoupled_decay(kwargs)
         super().__init__(

@@ -14,13 +14,11 @@ import gin
 import keras
 import tensorflow as tf
 
-# The arithmetic and number checks need no TensorFlow (the reproduction's
-# grid uses them without it); they stay public here as schedules.<name>.
+from tf_lbsgd import checks
+# The arithmetic needs no TensorFlow (the reproduction's grid uses it without
+# it); it stays public here as schedules.<name>.
 from tf_lbsgd.analysis.recipe_math import SCALINGS as _SCALINGS
-from tf_lbsgd.analysis.recipe_math import check_choice as _check_choice
 from tf_lbsgd.analysis.recipe_math import epochs_to_steps
-from tf_lbsgd.analysis.recipe_math import non_negative as _non_negative
-from tf_lbsgd.analysis.recipe_math import positive as _positive
 from tf_lbsgd.analysis.recipe_math import scaled_learning_rate
 
 _WARMUPS = ("gradual", "constant", "none")
@@ -91,10 +89,10 @@ class StepDecay(_LearningRateSchedule):
     def __init__(self, peak_lr, steps_per_epoch, boundaries_epochs=(30, 60, 80),
                  factor=0.1):
         super().__init__()
-        self.peak_lr = _non_negative("peak_lr", peak_lr)
-        self.steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
+        self.peak_lr = checks.non_negative("peak_lr", peak_lr)
+        self.steps_per_epoch = checks.positive("steps_per_epoch", steps_per_epoch)
         self.boundaries_epochs = tuple(boundaries_epochs)
-        self.factor = _positive("factor", factor)
+        self.factor = checks.positive("factor", factor)
         for earlier, later in zip(self.boundaries_epochs, self.boundaries_epochs[1:]):
             if not later > earlier:
                 raise ValueError(
@@ -145,10 +143,10 @@ class CosineDecay(_LearningRateSchedule):
 
     def __init__(self, peak_lr, steps_per_epoch, total_epochs, final_lr=0.0):
         super().__init__()
-        self.peak_lr = _non_negative("peak_lr", peak_lr)
-        self.steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
-        self.total_epochs = _non_negative("total_epochs", total_epochs)
-        self.final_lr = _non_negative("final_lr", final_lr)
+        self.peak_lr = checks.non_negative("peak_lr", peak_lr)
+        self.steps_per_epoch = checks.positive("steps_per_epoch", steps_per_epoch)
+        self.total_epochs = checks.non_negative("total_epochs", total_epochs)
+        self.final_lr = checks.non_negative("final_lr", final_lr)
         self.total_steps = epochs_to_steps(self.total_epochs, self.steps_per_epoch)
         if self.total_steps < 1:
             raise ValueError(
@@ -186,7 +184,7 @@ class ConstantLR(_LearningRateSchedule):
 
     def __init__(self, peak_lr):
         super().__init__()
-        self.peak_lr = _non_negative("peak_lr", peak_lr)
+        self.peak_lr = checks.non_negative("peak_lr", peak_lr)
 
     def __call__(self, step):
         """Returns the float32 rate at iteration ``step`` (elementwise)."""
@@ -209,9 +207,9 @@ class _Warmup(_LearningRateSchedule):
         super().__init__()
         _check_schedule(after)
         self.after = after
-        self.start_lr = _non_negative("start_lr", start_lr)
-        self.warmup_epochs = _non_negative("warmup_epochs", warmup_epochs)
-        self.steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch)
+        self.start_lr = checks.non_negative("start_lr", start_lr)
+        self.warmup_epochs = checks.non_negative("warmup_epochs", warmup_epochs)
+        self.steps_per_epoch = checks.positive("steps_per_epoch", steps_per_epoch)
         self.warmup_steps = epochs_to_steps(self.warmup_epochs, self.steps_per_epoch)
 
     def _warmup_lr(self, step):
@@ -337,9 +335,9 @@ def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1
         ValueError: For an unknown ``scaling``, ``warmup`` or ``decay`` (the
             message lists the allowed ones) or an invalid number.
     """
-    _check_choice("scaling", scaling, _SCALINGS)
-    _check_choice("warmup", warmup, _WARMUPS)
-    _check_choice("decay", decay, _DECAYS)
+    checks.one_of("scaling", scaling, _SCALINGS)
+    checks.one_of("warmup", warmup, _WARMUPS)
+    checks.one_of("decay", decay, _DECAYS)
     peak_lr = scaled_learning_rate(global_batch_size, base_lr, base_batch_size, scaling)
     after = _build_decay(decay, peak_lr, steps_per_epoch, decay_epochs, decay_factor,
                          total_epochs)

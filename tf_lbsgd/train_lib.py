@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tf_lbsgd import allreduce
 from tf_lbsgd import checkpoints
+from tf_lbsgd import checks
 from tf_lbsgd import distribute
 from tf_lbsgd import export as export_lib
 from tf_lbsgd import losses
@@ -53,10 +54,10 @@ def resolve_batch_sizes(num_replicas, per_replica_batch_size,
             sizes disagree.
     """
     if global_batch_size is None:
-        source.check_positive(f"{where}per_replica_batch_size",
+        checks.positive_int(f"{where}per_replica_batch_size",
                               per_replica_batch_size)
         return per_replica_batch_size, per_replica_batch_size * num_replicas
-    source.check_positive(f"{where}global_batch_size", global_batch_size)
+    checks.positive_int(f"{where}global_batch_size", global_batch_size)
     n = source.check_divisible(global_batch_size, num_replicas)
     if per_replica_batch_size not in (None, n):
         raise ValueError(

@@ -2,47 +2,14 @@
 
 `tf_lbsgd.schedules` builds the Keras schedules on these (and exports them
 under its own name: `schedules.epochs_to_steps`); the reproduction's grid
-uses them without starting TensorFlow. The number checks are the ones the
-schedules' arguments share.
+uses them without starting TensorFlow.
 """
 
 import math
 
+from tf_lbsgd import checks
+
 SCALINGS = ("linear", "sqrt", "none")
-
-
-def finite_number(name, value):
-    """``float(value)``; ValueError naming ``name`` unless a finite number."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(result):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return result
-
-
-def non_negative(name, value):
-    """Returns ``value`` as a float; ValueError naming it unless finite and >= 0."""
-    result = finite_number(name, value)
-    if result < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return result
-
-
-def positive(name, value):
-    """Returns ``value`` as a float; ValueError naming it unless finite and > 0."""
-    result = finite_number(name, value)
-    if result <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return result
-
-
-def check_choice(name, value, allowed):
-    """ValueError naming ``name``, ``value`` and ``allowed`` unless it is in."""
-    if value not in allowed:
-        raise ValueError(
-            f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
 
 
 def epochs_to_steps(epochs, steps_per_epoch):
@@ -60,8 +27,8 @@ def epochs_to_steps(epochs, steps_per_epoch):
         ValueError: For a negative or non-finite ``epochs`` or a
             ``steps_per_epoch`` that is not a positive number.
     """
-    epochs = non_negative("epochs", epochs)
-    steps_per_epoch = positive("steps_per_epoch", steps_per_epoch)
+    epochs = checks.non_negative("epochs", epochs)
+    steps_per_epoch = checks.positive("steps_per_epoch", steps_per_epoch)
     return int(math.floor(epochs * steps_per_epoch + 0.5))
 
 
@@ -83,10 +50,10 @@ def scaled_learning_rate(global_batch_size, base_lr=0.1, base_batch_size=256,
     Raises:
         ValueError: For an unknown ``scaling`` or an invalid number.
     """
-    check_choice("scaling", scaling, SCALINGS)
-    ratio = (positive("global_batch_size", global_batch_size)
-             / positive("base_batch_size", base_batch_size))
-    base_lr = non_negative("base_lr", base_lr)
+    checks.one_of("scaling", scaling, SCALINGS)
+    ratio = (checks.positive("global_batch_size", global_batch_size)
+             / checks.positive("base_batch_size", base_batch_size))
+    base_lr = checks.non_negative("base_lr", base_lr)
     if scaling == "linear":
         return base_lr * ratio
     if scaling == "sqrt":

@@ -29,6 +29,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from tf_lbsgd import checks
 from tf_lbsgd.data import sharding
 from tf_lbsgd.data import source
 
@@ -191,7 +192,7 @@ def dataset_size(split, dataset, size=None):
                 f"the {split} dataset has no known size (tf.data cannot tell "
                 f"after filter() and the like); pass num_{split}=<number of "
                 f"examples>, the epoch length of the recipe's schedule")
-        source.check_positive(f"num_{split}", size)
+        checks.positive_int(f"num_{split}", size)
         return size
     if size is not None and size != known:
         raise ValueError(f"num_{split}={size!r} but the {split} dataset has "

@@ -35,6 +35,7 @@ import gin
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tf_lbsgd import checks
 from tf_lbsgd.data import imagenet_tfds
 from tf_lbsgd.data.imagenet_preprocessing import preprocess_eval
 from tf_lbsgd.data.imagenet_preprocessing import preprocess_train
@@ -191,7 +192,7 @@ def train_pipeline(read_raw_train, image_size, shuffle_buffer, counter):
     """
 
     def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
-        source.check_positive("per_replica_batch_size", per_replica_batch_size)
+        checks.positive_int("per_replica_batch_size", per_replica_batch_size)
         _check_start_step(start_step)
         # One shuffle shared by all pipelines deals out the epoch (R12);
         # each pipeline then shuffles its share with its own seed.
@@ -327,8 +328,8 @@ def imagenet(data_dir=None, manual_dir=None, image_size=224,
         FileNotFoundError: If the dataset must be built and an archive is
             missing.
     """
-    source.check_positive("image_size", image_size)
-    source.check_positive("shuffle_buffer", shuffle_buffer)
+    checks.positive_int("image_size", image_size)
+    checks.positive_int("shuffle_buffer", shuffle_buffer)
     if manual_dir is None:
         manual_dir = default_manual_dir(data_dir)
     builder = imagenet_tfds.build_imagenet2012(data_dir, manual_dir)
@@ -363,7 +364,7 @@ def _synthetic_train_fn(image_size, num_classes):
 
     def dataset_fn(input_context, per_replica_batch_size, seed, start_step):
         del start_step  # Every batch is the same.
-        source.check_positive("per_replica_batch_size", per_replica_batch_size)
+        checks.positive_int("per_replica_batch_size", per_replica_batch_size)
         batch_seed = seed + input_context.input_pipeline_id
         dataset = tf.data.Dataset.range(1).map(
             lambda _: _random_batch(per_replica_batch_size, image_size,
@@ -418,7 +419,7 @@ def synthetic_imagenet(image_size=224, num_classes=1000, num_train=NUM_TRAIN,
     for name, value in (("image_size", image_size),
                         ("num_classes", num_classes),
                         ("num_train", num_train), ("num_eval", num_eval)):
-        source.check_positive(name, value)
+        checks.positive_int(name, value)
     return source.DataSource(
         name="synthetic_imagenet",
         num_train=num_train,

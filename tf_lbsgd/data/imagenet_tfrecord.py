@@ -30,9 +30,9 @@ import os
 import gin
 import tensorflow as tf
 
+from tf_lbsgd import checks
 from tf_lbsgd.data import imagenet
 from tf_lbsgd.data import sharding
-from tf_lbsgd.data import source
 
 TRAIN_PATTERN = "train-*-of-*"
 EVAL_PATTERN = "validation-*-of-*"
@@ -148,7 +148,7 @@ def _eval_reader(files, label_offset):
 def _check_count(name, value):
     """Raises ValueError naming `name` unless `value` is None or positive."""
     if value is not None:
-        source.check_positive(name, value)
+        checks.positive_int(name, value)
 
 
 @gin.configurable
@@ -181,8 +181,8 @@ def imagenet_tfrecord(data_dir=gin.REQUIRED, image_size=224,
         FileNotFoundError: If `data_dir` has no training or no validation
             files.
     """
-    source.check_positive("image_size", image_size)
-    source.check_positive("shuffle_buffer", shuffle_buffer)
+    checks.positive_int("image_size", image_size)
+    checks.positive_int("shuffle_buffer", shuffle_buffer)
     if not isinstance(label_offset, int) or isinstance(label_offset, bool):
         raise ValueError(f"label_offset must be an integer, got "
                          f"{label_offset!r}")

@@ -53,21 +53,6 @@ class DataSource:
     eval_dataset_fn: Optional[EvalDatasetFn]
 
 
-def check_positive(name, value):
-    """Checks that `value` is a positive integer.
-
-    Args:
-        name: Name of the value, used in the error message.
-        value: The value to check.
-
-    Raises:
-        ValueError: Naming `name`, unless `value` is a positive int (bools are
-            rejected).
-    """
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def check_divisible(global_batch_size, num_replicas):
     """Returns the per-replica batch size n = kn / k.
 

@@ -9,7 +9,7 @@ the paper's BN, init and zero-gamma choices (R9, R10, R11).
 import gin
 import keras
 
-from tf_lbsgd.data import source
+from tf_lbsgd import checks
 from tf_lbsgd.models import init
 from tf_lbsgd.models.layers import WorkerBatchNorm
 
@@ -44,17 +44,17 @@ def _check_arguments(depth, width, zero_gamma, bn_group_size, stem_stride):
 
     The input shape and number of classes come from the data source.
     """
-    source.check_positive("resnet_cifar.depth", depth)
+    checks.positive_int("resnet_cifar.depth", depth)
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"resnet_cifar.depth must be 6n+2 (8, 14, 20, ...), "
                          f"got {depth}")
-    source.check_positive("resnet_cifar.width", width)
+    checks.positive_int("resnet_cifar.width", width)
     if not isinstance(zero_gamma, bool):
         raise ValueError(f"resnet_cifar.zero_gamma must be True or False, got "
                          f"{zero_gamma!r}")
     if bn_group_size is not None:
-        source.check_positive("resnet_cifar.bn_group_size", bn_group_size)
-    source.check_positive("resnet_cifar.stem_stride", stem_stride)
+        checks.positive_int("resnet_cifar.bn_group_size", bn_group_size)
+    checks.positive_int("resnet_cifar.stem_stride", stem_stride)
 
 
 @gin.configurable
