@@ -1,30 +1,15 @@
 """ImageNet (ILSVRC2012) through TFDS `imagenet2012`, built offline.
 
-TFDS builds `imagenet2012` from a manual_dir holding the two archives of the
-ILSVRC2012 release (see DESIGN.md, section Data):
-
-- `ILSVRC2012_img_train.tar`: an outer tar of 1,000 per-synset tars
-  `n01440764.tar`, ..., each holding flat JPEGs `n01440764_10026.JPEG`, ...;
-  the label of an image is the synset of its inner tar.
-- `ILSVRC2012_img_val.tar`: 50,000 flat JPEGs `ILSVRC2012_val_%08d.JPEG`.
-
-Label ids are the line numbers (0-based) of the package's `labels.txt`. The
-validation labels come from the package's `validation_labels.txt` (one synset
-per line), which TFDS assigns by RANK: the i-th file name of the validation
-tar in sorted order gets line i. With the full 50,000 files, rank i is file
-`ILSVRC2012_val_%08d.JPEG % (i + 1)`; with a subset of N files, the split
-holds exactly the labels of the first N lines, whatever the file names.
-
-No checksums are verified and nothing is downloaded: the dataset is built
-with `try_download_gcs=False` (TFDS 4.9 also keeps GCS disabled by default),
-so `build_imagenet2012` works on a machine without network access.
-
-Corrupt JPEGs: TFDS stores the encoded bytes of each image as they are in the
-archive, without decoding them, so a corrupt JPEG does not stop the build; it
-fails at read time, when `as_dataset` decodes the image
-(`tf.errors.InvalidArgumentError`). Read with
-`decoders={"image": tfds.decode.SkipDecoding()}` to get the raw bytes and
-handle the failures yourself.
+TFDS builds it from a manual_dir holding the release's two archives:
+`ILSVRC2012_img_train.tar` (an outer tar of 1,000 per-synset tars, the label
+of an image being its inner tar's synset) and `ILSVRC2012_img_val.tar`
+(50,000 flat JPEGs `ILSVRC2012_val_%08d.JPEG`). Label ids are the 0-based
+lines of TFDS's `labels.txt`; TFDS gives the i-th validation file in sorted
+order the synset on line i of `validation_labels.txt`, so a subset of N files
+holds the labels of the first N lines. Nothing is downloaded or
+checksum-verified (`try_download_gcs=False`). TFDS stores each JPEG's bytes
+undecoded, so a corrupt JPEG fails only when read (decode with
+`tfds.decode.SkipDecoding()` to handle it).
 """
 
 import importlib.resources
