@@ -162,12 +162,16 @@ def test_unknown_split_is_named():
         fm.load_fashion_mnist(DATA_DIR, "validation")
 
 
+# Fixed ids and gzip times: the pytest processes of `make test` (xdist) must
+# collect the same test names.
 @pytest.mark.parametrize("content", [
     b"this is not gzip",
     "truncated",
-    gzip.compress(b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + bytes(10)),
-    gzip.compress(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x0a" * 3 + bytes(7)),
-])
+    gzip.compress(b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + bytes(10),
+                  mtime=0),
+    gzip.compress(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x0a" * 3 + bytes(7),
+                  mtime=0),
+], ids=["not_gzip", "truncated", "gzip_idx1", "gzip_idx3"])
 def test_corrupt_files_are_named(tmp_path, content):
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         shutil.copy(os.path.join(DATA_DIR, name), tmp_path / name)
