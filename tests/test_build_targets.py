@@ -60,7 +60,7 @@ def load_build(root):
         """Runs the .bzl file of `label` (//:path) with native.<rule>."""
         assert label.startswith("//:"), label
         path = root / label[3:]
-        module = {"native": type("native", (), rules)}
+        module = {"native": type("native", (), rules), "fail": _fail}
         exec(compile(path.read_text(), str(path), "exec"), module)  # pylint: disable=exec-used
         namespace.update({symbol: module[symbol] for symbol in symbols})
 
@@ -70,6 +70,10 @@ def load_build(root):
     path = root / "BUILD"
     exec(compile(path.read_text(), str(path), "exec"), namespace)  # pylint: disable=exec-used
     return targets
+
+
+def _fail(message):
+    raise ValueError(message)
 
 
 def _label_name(label):
