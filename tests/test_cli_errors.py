@@ -132,6 +132,10 @@ TF_CASES = {
     # In train_lib.run, after it made model_dir (building the model): the
     # CLI removes the empty directories it made. With --traceback.
     "wide": ["--gin_bindings=resnet_cifar.width = 'wide'", "--traceback"],
+    # A TPU strategy on a host without a TPU: refused while the strategy is
+    # built, before model_dir is made.
+    "tpu": ["--gin_file=experiments/fashion_mnist_default",
+            "--gin_file=distribute/tpu"],
     # A model_dir another run holds (run_lock): refused, nothing touched.
     "locked": [],
 }
@@ -194,6 +198,13 @@ def test_zero_replicas(tf_runs):
     line = _clean_failure(tf_runs, "zero_replicas")
     assert ("distribute.build_strategy.num_replicas must be a positive "
             "integer, got 0") in line
+
+
+def test_tpu_strategy_without_a_tpu(tf_runs):
+    line = _clean_failure(tf_runs, "tpu")
+    assert ("distribute.build_strategy.kind = 'tpu' but no TPU was found at "
+            "tpu_address 'local'") in line
+    assert "run on a Cloud TPU VM" in line
 
 
 def test_bad_model_width_with_traceback(tf_runs):

@@ -181,15 +181,35 @@ def check_cluster_kind(kind, env=None):
 
 
 def _tpu(tpu_address):
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu_address)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    """TPUStrategy over the TPU at `tpu_address` ('local': this TPU VM's).
+
+    Raises:
+        ValueError: naming the address when TensorFlow finds no TPU there
+            (a host without TPUs, or a TensorFlow build without TPU
+            kernels), before anything is written.
+    """
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu_address)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (tf.errors.OpError, ValueError, RuntimeError) as error:
+        # Its first sentence ("TPUs not found in the cluster"), not the
+        # kernel listing after it.
+        cause = str(error).strip().splitlines()[0].split(". ")[0]
+        raise ValueError(
+            f"distribute.build_strategy.kind = 'tpu' but no TPU was found at "
+            f"tpu_address {tpu_address!r} ({type(error).__name__}: {cause}); "
+            f"run on a Cloud TPU VM with TensorFlow's TPU build (tensorflow-tpu and libtpu), or bind "
+            f"distribute.build_strategy.tpu_address to your TPU's name, or "
+            f"choose another kind (e.g. --gin_file=distribute/"
+            f"multi_worker_nccl for GPUs)") from error
     return tf.distribute.TPUStrategy(resolver)
 
 
 @gin.configurable
 def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
-                   timeout_seconds=None, tpu_address=""):
+                   timeout_seconds=None, tpu_address="local"):
     """Builds the tf.distribute strategy named by `kind`.
 
     Args:
@@ -201,7 +221,8 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
             the gradient all-reduce's too (whose packing and compression are
             `allreduce.GradientAllReduce`'s).
         timeout_seconds: the timeout of every collective, None for none.
-        tpu_address: TPU name or address for `tpu`.
+        tpu_address: for `tpu`: 'local' (the TPUs of this Cloud TPU VM),
+            or a TPU's name or grpc:// address.
 
     Returns:
         A `tf.distribute.Strategy`.
@@ -209,8 +230,9 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
     Raises:
         ValueError: for an unknown kind or collective, a bad TF_CONFIG, or
             a TF_CONFIG cluster of several workers with a one-worker kind,
-            or a num_replicas that is not a positive int or more than the
-            host can run (`check_num_replicas`).
+            `tpu` on a host without a TPU, or a num_replicas that is not a
+            positive int or more than the host can run
+            (`check_num_replicas`).
     """
     check_cluster_kind(kind)
     check_num_replicas(num_replicas,
