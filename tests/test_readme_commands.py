@@ -849,6 +849,13 @@ RULES = {
     "tf-lbsgd --gin_file=experiments/imagenet/resnet50_kn8k "
     "--gin_file=distribute/multi_worker_nccl --model_dir=/shared/runs/8k":
         IMAGENET_CLUSTER,
+    "tf-lbsgd --model_dir=gs://BUCKET/runs/r50_kn8k "
+    "--gin_file=experiments/imagenet/resnet50_kn8k --gin_file=distribute/tpu "
+    "--gin_file=precision/mixed_bfloat16 --gin_bindings=\"imagenet.data_dir = "
+    "'gs://BUCKET/tensorflow_datasets'\"": Rule(
+        static_cli_job, "needs a Cloud TPU VM and ImageNet; "
+        "tests/test_cli_errors.py runs distribute/tpu on this host without "
+        "a TPU"),
     "tools/tf_config.py --hosts=h1:12345,h2:12345,... --index=I": Rule(
         run_tf_config_synopsis, "placeholders: run with the two hosts "
         "shown and I = 1"),
