@@ -1,39 +1,28 @@
-"""tf_lbsgd: large-minibatch synchronous SGD (Goyal et al., 2017) for TF/Keras."""
+"""Ships the top-level gin/ inside the package; the metadata is in pyproject.toml.
 
-import glob
-import os
+gin/ stays at the top of the repository (and has no __init__.py: a `gin`
+package would shadow the gin-config library), so it is mapped into the
+package as `tf_lbsgd.gin_configs`: the wheel holds tf_lbsgd/gin_configs/**.gin,
+where tf_lbsgd.config.gin_dirs() finds them in any installation.
+"""
 
+from setuptools import find_namespace_packages
 from setuptools import find_packages
 from setuptools import setup
 
+GIN_SOURCE_DIR = "gin"
+GIN_PACKAGE = "tf_lbsgd.gin_configs"
 
-def _gin_data_files():
-    """Installs gin/**.gin under <prefix>/share/tf_lbsgd/gin/."""
-    groups = {}
-    for path in glob.glob("gin/**/*.gin", recursive=True):
-        target = os.path.join("share", "tf_lbsgd", os.path.dirname(path))
-        groups.setdefault(target, []).append(path)
-    return sorted(groups.items())
+
+def _gin_packages():
+    """gin/ and each of its subdirectories as data packages of GIN_PACKAGE."""
+    return [GIN_PACKAGE] + [f"{GIN_PACKAGE}.{name}" for name in
+                            find_namespace_packages(where=GIN_SOURCE_DIR)]
 
 
 setup(
-    name="tf_lbsgd",
-    version="0.1.0",
-    description=("Accurate, large-minibatch synchronous SGD (Goyal et al. "
-                 "2017) for TensorFlow/Keras: linear scaling, gradual warmup, "
-                 "multi-worker training."),
-    packages=find_packages(include=["tf_lbsgd", "tf_lbsgd.*"]),
-    data_files=_gin_data_files(),
-    python_requires=">=3.10",
-    install_requires=[
-        "tensorflow~=2.20.0",
-        "keras>=3.10",
-        "tf-models-official==2.20.0",
-        "tensorflow-datasets",
-        "importlib_resources",
-        "absl-py",
-        "gin-config",
-    ],
-    extras_require={"test": ["pytest", "pytest-xdist", "pyyaml"]},
-    entry_points={"console_scripts": ["tf-lbsgd = tf_lbsgd.cli:run"]},
+    packages=find_packages(include=["tf_lbsgd", "tf_lbsgd.*"]) +
+    _gin_packages(),
+    package_dir={GIN_PACKAGE: GIN_SOURCE_DIR},
+    package_data={name: ["*.gin"] for name in _gin_packages()},
 )

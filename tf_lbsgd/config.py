@@ -1,10 +1,10 @@
 """Finding and parsing gin files; importing every gin-registered module."""
 
 import contextlib
+import importlib.resources
 import inspect
 import logging
 import os
-import sys
 
 import gin
 
@@ -20,11 +20,25 @@ from tf_lbsgd.models import resnet_cifar  # noqa: F401  pylint: disable=unused-i
 from tf_lbsgd.models import resnet_imagenet  # noqa: F401  pylint: disable=unused-import
 
 
+# An installed package holds the repository's top-level gin/ here (setup.py
+# maps it into the wheel); a source checkout, editable install or Bazel's
+# runfiles have gin/ beside the package directory instead.
+PACKAGED_GIN_DIR = "gin_configs"
+
+
 def gin_dirs():
-    """Directories searched for gin files named without a path."""
-    package_dir = os.path.dirname(os.path.abspath(__file__))
-    return [os.path.join(os.path.dirname(package_dir), "gin"),
-            os.path.join(sys.prefix, "share", "tf_lbsgd", "gin")]
+    """Directories searched for gin files named without a path.
+
+    Returns:
+        [the package's gin_configs/] in an installed wheel (pip install,
+        --user, --target), else [the gin/ beside the package directory] (a
+        source checkout, an editable install, Bazel's runfiles).
+    """
+    package = importlib.resources.files(__package__)
+    packaged = package.joinpath(PACKAGED_GIN_DIR)
+    if packaged.is_dir():
+        return [str(packaged)]
+    return [os.path.join(os.path.dirname(str(package)), "gin")]
 
 
 def resolve_gin_file(name):
