@@ -77,7 +77,7 @@ def test_write_json_takes_numpy_values(tmp_path):
         tables.jsonable(object())
 
 
-def _write_scalars(directory, values, tag="train/top1_error",
+def _write_scalars(directory, values, tag="top1_error",
                    write=tf.summary.scalar):
     """Writes (step, value) pairs with tf.summary; returns the file's path."""
     writer = tf.summary.create_file_writer(str(directory))
@@ -99,7 +99,7 @@ def test_events_are_those_tensorflow_reads(tmp_path):
     assert ours == [e.SerializeToString()
                     for e in tf.compat.v1.train.summary_iterator(path)]
     assert len(ours) == 1 + 3  # The file's version, then the scalars.
-    assert event_files.read_scalars(str(tmp_path), "train/top1_error") == {
+    assert event_files.read_scalars(str(tmp_path), "top1_error") == {
         10: 0.5, 20: 0.25}  # The last write of a step wins.
 
 
@@ -113,7 +113,7 @@ def test_a_record_cut_short_ends_the_file(tmp_path):
     for cut in (1, 7, last - 6):
         with open(path, "wb") as f:
             f.write(data[:-cut])
-        assert event_files.read_scalars(str(tmp_path), "train/top1_error") == {
+        assert event_files.read_scalars(str(tmp_path), "top1_error") == {
             1: 0.5, 2: 0.25}, f"{cut} bytes cut"
 
 
@@ -126,7 +126,7 @@ def test_a_damaged_record_is_an_error_naming_the_file(tmp_path):
         f.write(data)
     with pytest.raises(ValueError, match=r"events\.out\.tfevents\..*: the "
                        r"record at byte \d+ is corrupt \(its data's checksum"):
-        event_files.read_scalars(str(tmp_path), "train/top1_error")
+        event_files.read_scalars(str(tmp_path), "top1_error")
 
 
 def test_scalar_value_reads_tf1_summaries_and_refuses_vectors(tmp_path):

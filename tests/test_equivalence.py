@@ -60,7 +60,7 @@ def test_k_replicas_equal_ghost_batch_single_replica():
                                    err_msg=a.path)
         moved = max(moved, float(np.abs(a.numpy() - w0).max()))
     assert moved > 1e-2  # The weights really trained.
-    np.testing.assert_allclose(out_k["train/loss"], out_1["train/loss"],
+    np.testing.assert_allclose(out_k["loss"], out_1["loss"],
                                rtol=1e-5)
 
 

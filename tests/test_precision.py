@@ -139,14 +139,14 @@ def test_overflow_on_one_replica_skips_the_step_everywhere(strategy,
                                 strategy.experimental_local_results(v)):
                 np.testing.assert_array_equal(np.array(new), old,
                                               err_msg=v.path)
-    assert output["train/loss_scale"] == 2.0 ** 9  # Halved.
-    assert output["train/skipped_steps"] == 1
+    assert output["loss_scale"] == 2.0 ** 9  # Halved.
+    assert output["skipped_steps"] == 1
     assert int(trainer.global_step.numpy()) == 1
     trainer.inject.assign(False)
     output = trainer.train(tf.constant(3))  # Training goes on.
-    assert output["train/skipped_steps"] == 1
-    assert output["train/loss_scale"] == 2.0 ** 9
-    assert np.isfinite(output["train/loss"])
+    assert output["skipped_steps"] == 1
+    assert output["loss_scale"] == 2.0 ** 9
+    assert np.isfinite(output["loss"])
     moved = [np.abs(a - b).max() for a, b in
              zip(_values(trainer.model.trainable_variables),
                  [w for w, v in zip(initial_weights, trainer.model.weights)
@@ -169,9 +169,9 @@ def test_scale_grows_after_the_configured_finite_steps(strategy,
                                                        initial_weights):
     trainer = _trainer(strategy, initial_weights, "mixed_float16",
                        loss_scaling=True, growth_steps=2, steps=3)
-    assert trainer.train(tf.constant(1))["train/loss_scale"] == 2.0 ** 10
-    assert trainer.train(tf.constant(1))["train/loss_scale"] == 2.0 ** 11
-    assert trainer.train(tf.constant(1))["train/loss_scale"] == 2.0 ** 11
+    assert trainer.train(tf.constant(1))["loss_scale"] == 2.0 ** 10
+    assert trainer.train(tf.constant(1))["loss_scale"] == 2.0 ** 11
+    assert trainer.train(tf.constant(1))["loss_scale"] == 2.0 ** 11
 
 
 def test_bfloat16_trains_with_float32_weights(strategy, initial_weights):
@@ -180,12 +180,12 @@ def test_bfloat16_trains_with_float32_weights(strategy, initial_weights):
     # destroying a multi-device iterator of an endless dataset can hang.
     trainer.train_dataset = strategy.experimental_distribute_dataset(
         _batches(1).repeat(9))
-    first = trainer.train(tf.constant(1))["train/loss"]
+    first = trainer.train(tf.constant(1))["loss"]
     later = trainer.train(tf.constant(8))
-    assert later["train/loss"] < first - 0.1
+    assert later["loss"] < first - 0.1
     assert trainer.model.layers[1].compute_dtype == "bfloat16"
     assert all(v.dtype == "float32" for v in trainer.model.weights)
-    assert later["train/loss_scale"] == 1.0
+    assert later["loss_scale"] == 1.0
 
 
 def test_xla_and_no_xla_give_the_same_weights(strategy, initial_weights):

@@ -99,7 +99,7 @@ def test_sigterm_raises_preempted_at_the_current_step(kind, custom_sigterm):
         assert watcher.requested() is True
         watcher.global_step.assign(42)  # The step at the check is reported.
         with pytest.raises(preemption.Preempted) as error:
-            watcher({"train/loss": 1.0})
+            watcher({"loss": 1.0})
         assert _fields(error.value) == (42, "preempted", 75, False)
         assert isinstance(error.value.step, int)
         assert "preempted at step 42" in str(error.value)
@@ -111,7 +111,7 @@ def test_sigterm_raises_preempted_at_the_current_step(kind, custom_sigterm):
 def test_without_a_signal_nothing_is_requested(kind, custom_sigterm):
     with _watching(kind, step=5) as watcher:
         assert watcher.requested() is False
-        assert watcher({"train/loss": 1.0}) is None
+        assert watcher({"loss": 1.0}) is None
         assert watcher({}) is None
         for _ in range(3):  # In one process: no collective, nothing raised.
             assert watcher.check_between_eval_batches() is None
@@ -353,7 +353,7 @@ def _progress_steps(stdout, total):
 
 def _eval_tags(model_dir):
     tags = set()
-    for path in glob.glob(os.path.join(model_dir, "eval", "events.*")):
+    for path in glob.glob(os.path.join(model_dir, "validation", "events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update((v.tag, event.step) for v in event.summary.value)
     return tags
@@ -414,7 +414,7 @@ def test_cli_stops_save_exit_and_resume(tmp_path):
     metrics = _metrics(model_dir)
     assert "eval" not in metrics  # Nothing recorded, not even in events.
     assert not {tag for tag, _ in _eval_tags(model_dir)} & {
-        "eval/top1_error", "eval/loss"}
+        "top1_error", "loss"}
     assert metrics[preemption.PENDING_EVAL_KEY] == 2
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
     assert seconds < 10  # Measured: 0.4 s (a batch, metrics.json, exit).
@@ -431,7 +431,7 @@ def test_cli_stops_save_exit_and_resume(tmp_path):
     assert preemption.PENDING_EVAL_KEY not in metrics
     assert metrics["global_step"] == 4
     assert len(metrics["eval"]["top1_error_history"]) == 2
-    assert {("eval/top1_error", 2), ("eval/top1_error", 4)} <= _eval_tags(
+    assert {("top1_error", 2), ("top1_error", 4)} <= _eval_tags(
         model_dir)
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-4")
 

@@ -21,6 +21,7 @@ from tf_lbsgd import distribute
 from tf_lbsgd import optimizers
 from tf_lbsgd import outputs
 from tf_lbsgd import train_lib
+from tf_lbsgd.analysis import event_files
 from tf_lbsgd.models.resnet_cifar import resnet_cifar
 from tf_lbsgd.trainer import Trainer
 
@@ -128,6 +129,11 @@ def test_training_evaluation_scores_the_saved_checkpoint(uninterrupted):
         assert f.read() == trained_with  # The training config is kept.
     with open(model_dir / outputs.EVAL_OPERATIVE_CONFIG) as f:
         assert "run.per_replica_batch_size = 16" in f.read()
+    # The evaluation's config as text beside its scalars.
+    tags = {value.tag for path in (model_dir / "validation").glob(
+        "events.out.tfevents.*") for event in event_files.read_events(path)
+            for value in event.summary.value}
+    assert {"gin/operative_config", "top1_error", "loss"} <= tags
 
 
 def test_rerun_of_a_finished_run_records_nothing_new(uninterrupted):

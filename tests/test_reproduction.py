@@ -138,12 +138,17 @@ def test_curve_gap_interpolates_the_reference_after_warmup():
     assert results.curve_gap(curve, reference, 2.5) is None
 
 
-def test_training_curve_reads_event_files_and_the_last_write_wins(tmp_path):
+# The tag of today's runs, and the one of runs written before the tags lost
+# their train/ prefix (a reproduction resumed over older runs reads both).
+@pytest.mark.parametrize("prefix", ["", "train/"], ids=["tag", "old_tag"])
+def test_training_curve_reads_event_files_and_the_last_write_wins(tmp_path,
+                                                                   prefix):
     writer = tf.summary.create_file_writer(str(tmp_path / "train"))
     with writer.as_default():
         for step, error in ((10, 0.5), (20, 0.3), (20, 0.25), (30, 0.2)):
-            tf.summary.scalar("train/top1_error", error, step=step)
-            tf.summary.scalar("train/loss", 1.0, step=step)
+            tf.summary.scalar(f"{prefix}top1_error", error, step=step)
+            tf.summary.scalar(f"{prefix}loss", 1.0, step=step)
+            tf.summary.scalar("top5_error", 0.9, step=step)  # Not read.
     writer.close()
     curve = results.training_curve(str(tmp_path), steps_per_epoch=20)
     np.testing.assert_allclose(curve, [(0.5, 50.0), (1.0, 25.0), (1.5, 20.0)],

@@ -68,9 +68,13 @@ def test_trainer_reports_the_chosen_loss_and_trains(eps):
     trainer = Trainer(strategy, model, optimizer, iter(data), 8,
                       orbit.utils.create_global_step(),
                       loss_fn=losses.SoftmaxCrossEntropy(eps) if eps else None)
-    first = trainer.train(tf.constant(1))["train/loss"]  # Step 0's loss.
+    output = trainer.train(tf.constant(1))
+    # The tags of model_dir/train/ (the Evaluator's share loss, top1_error).
+    assert sorted(output) == ["examples_per_second", "learning_rate", "loss",
+                              "loss_scale", "skipped_steps", "top1_error"]
+    first = output["loss"]  # Step 0's loss.
     assert first == pytest.approx(expected, rel=1e-5)
-    assert trainer.train(tf.constant(3))["train/loss"] < 0.9 * first
+    assert trainer.train(tf.constant(3))["loss"] < 0.9 * first
 
 
 def test_evaluator_reports_each_top_k_error():
@@ -91,17 +95,16 @@ def test_evaluator_reports_each_top_k_error():
         top_k=(1, 3, 2), loss_fn=losses.SoftmaxCrossEntropy(0.1))
     output = evaluator.evaluate(tf.constant(-1))
     rank = (logits[:10] > logits[np.arange(10), y[:10]][:, None]).sum(axis=1)
-    expected = {f"eval/top{k}_error": np.mean(rank >= k) for k in (1, 3, 2)}
-    assert 0 < expected["eval/top3_error"] < expected["eval/top1_error"]
-    assert list(output) == ["eval/loss", "eval/top1_error", "eval/top3_error",
-                            "eval/top2_error", "eval/median5_top1_error",
-                            "eval/examples"]
+    expected = {f"top{k}_error": np.mean(rank >= k) for k in (1, 3, 2)}
+    assert 0 < expected["top3_error"] < expected["top1_error"]
+    assert list(output) == ["loss", "top1_error", "top3_error", "top2_error",
+                            "median5_top1_error", "examples"]
     for name, error in expected.items():
         assert output[name] == pytest.approx(error), name
-    assert output["eval/examples"] == 10
-    assert output["eval/loss"] == pytest.approx(
+    assert output["examples"] == 10
+    assert output["loss"] == pytest.approx(
         _numpy_cross_entropy(y[:10], logits[:10], 0.1).mean(), rel=1e-5)
-    assert evaluator.history == [output["eval/top1_error"]]
+    assert evaluator.history == [output["top1_error"]]
     assert evaluator.steps == [7]
 
 

@@ -31,6 +31,8 @@ from tf_lbsgd import precision as precision_lib
 from tf_lbsgd import preemption
 from tf_lbsgd import schedules
 from tf_lbsgd import warm_start
+from tf_lbsgd.analysis.run_outputs import TRAIN_SUMMARY_DIR
+from tf_lbsgd.analysis.run_outputs import VALIDATION_SUMMARY_DIR
 from tf_lbsgd.data import source
 from tf_lbsgd.models import adapt
 from tf_lbsgd.models import layers
@@ -155,13 +157,13 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
     result = evaluator.last_output if evaluator is not None else None
     if result:
         metrics["eval"] = {
-            "top1_accuracy": 1.0 - result["eval/top1_error"],
+            "top1_accuracy": 1.0 - result["top1_error"],
             # top1_error, top5_error, ...: each of the evaluator's top_k.
-            **{key[len("eval/"):]: value for key, value in result.items()
-               if key.startswith("eval/top") and key.endswith("_error")},
-            "loss": result["eval/loss"],
-            "examples": result["eval/examples"],
-            "median5_top1_error": result["eval/median5_top1_error"],
+            **{key: value for key, value in result.items()
+               if key.startswith("top") and key.endswith("_error")},
+            "loss": result["loss"],
+            "examples": result["examples"],
+            "median5_top1_error": result["median5_top1_error"],
             "top1_error_history": evaluator.history,
             "evaluated_steps": evaluator.steps,
         }
@@ -366,7 +368,7 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     trainer = Trainer(
         strategy, run_.model, run_.optimizer, train_ds, global_batch,
         run_.global_step, extra_outputs=lambda: {
-            "data/skipped_images": source.num_skipped_images(run_.data)},
+            "skipped_images": source.num_skipped_images(run_.data)},
         gradient_allreduce=gradient_allreduce or allreduce.GradientAllReduce(),
         skipped_steps=run_.skipped_steps, jit_compile=jit_compile,
         replica_statistics=statistics, loss_fn=loss_fn)
@@ -383,23 +385,23 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     watcher = preemption.PreemptionWatcher(strategy, run_.global_step)
     if evaluator is not None:
         evaluator.before_step = watcher.check_between_eval_batches
+    train_dir = os.path.join(model_dir, TRAIN_SUMMARY_DIR)
+    validation_dir = os.path.join(model_dir, VALIDATION_SUMMARY_DIR)
     actions = [ProgressReporter(run_.global_step, run_.total_steps,
                                 run_.steps_per_epoch), watcher]
     controller = orbit.Controller(
         global_step=run_.global_step, trainer=trainer, evaluator=evaluator,
         strategy=strategy, steps_per_loop=steps_per_loop,
         checkpoint_manager=manager,
-        summary_dir=os.path.join(model_dir, "train") if chief else None,
-        eval_summary_dir=os.path.join(model_dir, "eval") if chief else None,
+        summary_dir=train_dir if chief else None,
+        eval_summary_dir=validation_dir if chief else None,
         train_actions=actions)
     if chief and mode == "eval":
         outputs.write_operative_config(
-            model_dir, os.path.join(model_dir, "eval"), start_step,
+            model_dir, validation_dir, start_step,
             name=outputs.EVAL_OPERATIVE_CONFIG)
     elif chief:
-        outputs.write_operative_config(model_dir,
-                                       os.path.join(model_dir, "train"),
-                                       start_step)
+        outputs.write_operative_config(model_dir, train_dir, start_step)
     seconds_before = float(run_.train_seconds.numpy())
 
     def finish():

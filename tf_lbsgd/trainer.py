@@ -95,7 +95,12 @@ class Trainer(orbit.StandardTrainer):
             before each loop (shared with the `Evaluator`); None for none.
         loss_fn: callable (labels, logits) -> [n] float32 per-example losses,
             e.g. `losses.SoftmaxCrossEntropy(label_smoothing=0.1)`; None for
-            the plain softmax cross-entropy. `train/loss` reports it.
+            the plain softmax cross-entropy. `loss` reports it.
+
+    Each loop returns `loss`, `top1_error` (over the loop's steps),
+    `learning_rate`, `loss_scale`, `skipped_steps` and `examples_per_second`
+    (plus `extra_outputs`); orbit writes them as these tags to the summary
+    dir, model_dir/train/.
 
     Raises:
         ValueError: if the optimizer would all-reduce the gradients again.
@@ -186,12 +191,12 @@ class Trainer(orbit.StandardTrainer):
                 f"{int(self.global_step.numpy())}; stopping before the "
                 f"checkpoint is overwritten")
         output = {
-            "train/loss": loss,
-            "train/top1_error": 1.0 - sums["correct"] / max(sums["examples"], 1),
-            "train/learning_rate": current_learning_rate(self.optimizer),
-            "train/loss_scale": precision.loss_scale(self.optimizer),
-            "train/skipped_steps": int(self.skipped_steps.numpy()),
-            "train/examples_per_second": sums["examples"] / max(seconds, 1e-9),
+            "loss": loss,
+            "top1_error": 1.0 - sums["correct"] / max(sums["examples"], 1),
+            "learning_rate": current_learning_rate(self.optimizer),
+            "loss_scale": precision.loss_scale(self.optimizer),
+            "skipped_steps": int(self.skipped_steps.numpy()),
+            "examples_per_second": sums["examples"] / max(seconds, 1e-9),
         }
         output.update(self.extra_outputs() if self.extra_outputs else {})
         return output
@@ -246,12 +251,15 @@ class Evaluator(orbit.StandardEvaluator):
     With `replica_statistics` (the Trainer's), every replica evaluates with
     the BN moving statistics that a checkpoint of this step saves.
 
-    It reports `eval/top{k}_error` for each k of `top_k`. A k at or above
-    the number of classes counts every example as a hit (error 0, logged as
-    a warning when the model's output shape says so). `eval/loss` is the
-    weighted mean of `loss_fn`: given the Trainer's label-smoothed loss (as
-    Model Garden's image classification task does) it includes the smoothing
-    and compares with `train/loss`; the errors do not depend on it.
+    It reports `loss`, `top{k}_error` for each k of `top_k`,
+    `median5_top1_error` and `examples` (orbit writes them as these tags to
+    model_dir/validation/, beside the Trainer's in model_dir/train/). A k at
+    or above the number of classes counts every example as a hit (error 0,
+    logged as a warning when the model's output shape says so). `loss` is
+    the weighted mean of `loss_fn`: given the Trainer's label-smoothed loss
+    (as Model Garden's image classification task does) it includes the
+    smoothing and compares with the training `loss`; the errors do not
+    depend on it.
 
     Args:
         strategy: the `tf.distribute.Strategy` (k replicas).
@@ -335,12 +343,12 @@ class Evaluator(orbit.StandardEvaluator):
         if step not in self.steps:  # One record per checkpoint step.
             self.history.append(top1_error)
             self.steps.append(step)
-        errors = {f"eval/top{k}_error": 1.0 - sums[f"top{k}"] / count
+        errors = {f"top{k}_error": 1.0 - sums[f"top{k}"] / count
                   for k in self.top_k}
         self.last_output = {
-            "eval/loss": sums["loss"] / count,
+            "loss": sums["loss"] / count,
             **errors,
-            "eval/median5_top1_error": median_of_final(self.history),
-            "eval/examples": sums["examples"],
+            "median5_top1_error": median_of_final(self.history),
+            "examples": sums["examples"],
         }
         return self.last_output

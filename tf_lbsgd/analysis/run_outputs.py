@@ -18,6 +18,11 @@ OPERATIVE_CONFIG = "operative_config.gin"
 # were trained with is never overwritten by an evaluation's.
 EVAL_OPERATIVE_CONFIG = "operative_config_eval.gin"
 METRICS = "metrics.json"
+# TensorBoard's runs in a model_dir (Keras' convention: the same tags in
+# both, so the curves overlay): the training loops' scalars, and the
+# evaluations'. The HParams session is in model_dir itself.
+TRAIN_SUMMARY_DIR = "train"
+VALIDATION_SUMMARY_DIR = "validation"
 
 
 class RunError(ValueError):

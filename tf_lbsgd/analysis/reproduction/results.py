@@ -1,7 +1,7 @@
 """What the reproduction's runs measured: per run, then over seeds.
 
 A run's model_dir holds what every `tf_lbsgd` run writes (metrics.json with
-the evaluation history, TensorBoard event files with `train/top1_error` per
+the evaluation history, TensorBoard event files in train/ with `top1_error` per
 loop) and, from `tools/reproduce.py`, `run.json` (its wall time) or
 `diverged.json` (the trainer stopped on a non-finite loss).
 """
@@ -15,9 +15,13 @@ import statistics
 import numpy as np
 
 from tf_lbsgd.analysis import event_files
+from tf_lbsgd.analysis.run_outputs import TRAIN_SUMMARY_DIR
 from tf_lbsgd.analysis.run_outputs import median_of_final
 from tf_lbsgd.analysis.run_outputs import read_metrics
 
+# The training top-1 error's tag in model_dir/train/; runs written before
+# the tags lost their train/ prefix used the second.
+TRAIN_ERROR_TAGS = ("top1_error", "train/top1_error")
 RUN_INFO = "run.json"
 DIVERGED = "diverged.json"
 
@@ -61,8 +65,11 @@ def training_curve(model_dir, steps_per_epoch):
     value written for a step wins. A file cut short by a killed run is read
     up to its last whole record.
     """
-    by_step = event_files.read_scalars(os.path.join(model_dir, "train"),
-                                       "train/top1_error")
+    directory = os.path.join(model_dir, TRAIN_SUMMARY_DIR)
+    for tag in TRAIN_ERROR_TAGS:
+        by_step = event_files.read_scalars(directory, tag)
+        if by_step:
+            break
     return [(step / steps_per_epoch, 100.0 * by_step[step])
             for step in sorted(by_step)]
 
