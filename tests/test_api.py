@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import tf_lbsgd
 from tf_lbsgd import distribute
+from tf_lbsgd import hparams
 from tf_lbsgd.data import adapters
 
 K = 2
@@ -90,7 +91,14 @@ def test_train_on_arrays_returns_the_trained_model_and_writes_the_run(
     with open(os.path.join(trained.model_dir, "metrics.json")) as f:
         assert json.load(f)["global_step"] == 20
     assert tf.train.latest_checkpoint(trained.model_dir).endswith("ckpt-20")
-    assert os.listdir(os.path.join(trained.model_dir, "train"))  # Events.
+    for events in ("train", "validation"):
+        assert os.listdir(os.path.join(trained.model_dir, events))
+    # The recipe's HParams session (test_tensorboard_summaries: the rest).
+    session = hparams.read_session(trained.model_dir)
+    assert (session["batch/kn"], session["batch/k"], session["batch/n"],
+            session["lr/base"], session["lr/decay"], session["epochs"]) == (
+                32, K, 32 // K, 3.2, "cosine", 2.0)
+    assert session["lr/peak"] == pytest.approx(3.2 * 32 / 256)
     # The returned model is the trained one: it scores as evaluated.
     logits = trained.model.predict(TEST[0], verbose=0)
     error = np.mean(logits.argmax(-1) != TEST[1])
@@ -111,6 +119,11 @@ def test_a_rerun_with_more_epochs_resumes(trained, strategy):
                             mode="train")
     assert result.metrics["global_step"] == 30  # From 20, not from 0.
     assert tf.train.latest_checkpoint(trained.model_dir).endswith("ckpt-30")
+    # One HParams session, as the run started: TensorBoard would take
+    # either of two.
+    assert hparams.read_session(trained.model_dir)["epochs"] == 2.0
+    assert len([name for name in os.listdir(trained.model_dir)
+                if name.startswith("events.out.tfevents.")]) == 1
 
 
 def test_export_mode_exports_the_newest_checkpoint(trained, strategy):

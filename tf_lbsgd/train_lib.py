@@ -24,11 +24,13 @@ from tf_lbsgd import checkpoints
 from tf_lbsgd import checks
 from tf_lbsgd import distribute
 from tf_lbsgd import export as export_lib
+from tf_lbsgd import hparams
 from tf_lbsgd import losses
 from tf_lbsgd import optimizers
 from tf_lbsgd import outputs
 from tf_lbsgd import precision as precision_lib
 from tf_lbsgd import preemption
+from tf_lbsgd import profiling
 from tf_lbsgd import schedules
 from tf_lbsgd import warm_start
 from tf_lbsgd.analysis.run_outputs import TRAIN_SUMMARY_DIR
@@ -85,10 +87,10 @@ class _Run:
                     layers.built_for_xla(jit_compile):
                 self.model, self.num_classes = adapt.build_in_scope(
                     model, strategy, data.image_shape, data.num_classes)
-            schedule = schedule_fn(
+            self.schedule = schedule_fn(
                 global_batch_size=global_batch,
                 steps_per_epoch=self.steps_per_epoch, total_epochs=epochs)
-            self.optimizer = optimizer_fn(learning_rate=schedule,
+            self.optimizer = optimizer_fn(learning_rate=self.schedule,
                                           aggregate_gradients=False)
             if precision_name == "mixed_float16":
                 self.optimizer = precision_lib.with_loss_scaling(self.optimizer)
@@ -269,7 +271,7 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
                 keep_checkpoints=3, precision="float32", jit_compile=False,
                 schedule_fn=None, optimizer_fn=None, loss_fn=None,
                 eval_top_k=(1, 5), gradient_allreduce=None, init_checkpoint=None,
-                init_skip_classifier=False, export=True,
+                init_skip_classifier=False, export=True, profile_steps=None,
                 where="train_lib.run."):
     """Trains, evaluates or exports a model with the large-minibatch recipe.
 
@@ -317,6 +319,10 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
             (fine-tuning to another number of classes).
         export: write model_dir/export/<step>/ (a SavedModel) when the
             training is finished.
+        profile_steps: None, or (first, last): trace these training steps
+            (rounded outward to whole loops) with the TensorFlow profiler
+            into model_dir/train/plugins/profile/ (`profiling.StepProfiler`;
+            the chief's).
         where: the prefix of the settings' names in error messages.
 
     Returns:
@@ -336,15 +342,16 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     _check_mode(mode, data)
     if epochs is None:
         raise ValueError(f"{where}epochs is required")
+    profiling.check_profile_steps(profile_steps, f"{where}profile_steps")
     strategy = strategy or distribute.build_strategy()
     n, global_batch = resolve_batch_sizes(strategy.num_replicas_in_sync,
                                           per_replica_batch_size,
                                           global_batch_size, where)
     init_path = (warm_start.resolve_checkpoint(init_checkpoint)
                  if init_checkpoint else None)
+    schedule_fn = schedule_fn or schedules.build_learning_rate_schedule
     run_ = _Run(strategy, data, model, global_batch, epochs, seed, precision,
-                jit_compile, schedule_fn or schedules.build_learning_rate_schedule,
-                optimizer_fn or optimizers.MomentumSGD)
+                jit_compile, schedule_fn, optimizer_fn or optimizers.MomentumSGD)
     if init_path:  # A resumed run's own checkpoint overrides it below.
         logging.info("%s", warm_start.initialize_from_checkpoint(
             run_.model, init_path, skip_classifier=init_skip_classifier))
@@ -387,8 +394,11 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
         evaluator.before_step = watcher.check_between_eval_batches
     train_dir = os.path.join(model_dir, TRAIN_SUMMARY_DIR)
     validation_dir = os.path.join(model_dir, VALIDATION_SUMMARY_DIR)
+    profiler = profiling.StepProfiler(train_dir, profile_steps if chief
+                                      else None, steps_per_loop,
+                                      run_.global_step)
     actions = [ProgressReporter(run_.global_step, run_.total_steps,
-                                run_.steps_per_epoch), watcher]
+                                run_.steps_per_epoch), profiler, watcher]
     controller = orbit.Controller(
         global_step=run_.global_step, trainer=trainer, evaluator=evaluator,
         strategy=strategy, steps_per_loop=steps_per_loop,
@@ -402,6 +412,11 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
             name=outputs.EVAL_OPERATIVE_CONFIG)
     elif chief:
         outputs.write_operative_config(model_dir, train_dir, start_step)
+    if chief:
+        hparams.write_session(model_dir, hparams.recipe_hparams(
+            run_.schedule, run_.optimizer, global_batch_size=global_batch,
+            num_replicas=strategy.num_replicas_in_sync, epochs=epochs,
+            precision=precision, seed=seed, schedule_fn=schedule_fn))
     seconds_before = float(run_.train_seconds.numpy())
 
     def finish():
@@ -417,6 +432,7 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
                                      eval_every_epochs, run_.steps_per_epoch,
                                      eval_at_epochs)
             pending = record.get(preemption.PENDING_EVAL_KEY)
+            profiler.start_if_due()
             _train(controller, run_, stops, mode == "train_and_eval",
                    eval_first=(mode == "train_and_eval"
                                and pending == start_step))
@@ -430,6 +446,7 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
                 metrics, **{preemption.PENDING_EVAL_KEY: stop.step}))
         raise
     finally:
+        profiler.close()
         watcher.close()
         # The CLI exits without the interpreter's teardown: events on disk.
         controller.summary_manager.flush()
@@ -450,7 +467,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         steps_per_loop=50, eval_every_epochs=1.0, eval_at_epochs=(),
         checkpoint_every_steps=500, keep_checkpoints=3,
         precision="float32", jit_compile=False, eval_top_k=(1, 5),
-        init_checkpoint=None, init_skip_classifier=False, export=True):
+        init_checkpoint=None, init_skip_classifier=False, export=True,
+        profile_steps=None):
     """The CLI's run: `train_model` of the gin-configured job.
 
     The strategy is `distribute.build_strategy`, the schedule
@@ -467,8 +485,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         per_replica_batch_size, global_batch_size, epochs, seed,
         steps_per_loop, eval_every_epochs, eval_at_epochs,
         checkpoint_every_steps, keep_checkpoints, precision, jit_compile,
-        eval_top_k, init_checkpoint, init_skip_classifier, export: see
-            `train_model`.
+        eval_top_k, init_checkpoint, init_skip_classifier, export,
+        profile_steps: see `train_model`.
 
     Returns:
         The metrics dict also written to model_dir/metrics.json.
@@ -477,6 +495,7 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     _check_mode_name(mode)  # Before the data is loaded.
     resolve_batch_sizes(strategy.num_replicas_in_sync, per_replica_batch_size,
                         global_batch_size)
+    profiling.check_profile_steps(profile_steps)
     return train_model(
         model_dir, data(), model_fn, strategy, mode=mode,
         per_replica_batch_size=per_replica_batch_size,
@@ -489,4 +508,5 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         eval_top_k=eval_top_k,
         gradient_allreduce=allreduce.GradientAllReduce(),
         init_checkpoint=init_checkpoint,
-        init_skip_classifier=init_skip_classifier, export=export).metrics
+        init_skip_classifier=init_skip_classifier, export=export,
+        profile_steps=profile_steps).metrics
