@@ -1,5 +1,6 @@
-"""tf_lbsgd.benchmarks.train_step: log parsing, the table's arithmetic; a
-tiny run of tools/bench_train_step.py."""
+"""tf_lbsgd.benchmarks.train_step: log parsing, the table's arithmetic, the
+precisions as each peer applies them; a tiny run of
+tools/bench_train_step.py in two precisions."""
 
 import json
 import os
@@ -7,8 +8,11 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import pytest
 
+from tf_lbsgd import benchmark
+from tf_lbsgd.analysis import machine
 from tf_lbsgd.benchmarks import train_step as bench
 
 # abspath, not resolve(): under Bazel the tool is in the runfiles next to
@@ -36,16 +40,67 @@ def test_model_garden_log_without_steady_steps_is_an_error():
         bench.seconds_per_step_from_log(MODEL_GARDEN_LOG, 4)
 
 
-def test_summarize_rates_ratios_and_peak_share():
+def test_summarize_rates_ratios_and_peak_shares():
     rows, records = bench.summarize(
         {"ours": [0.5, 0.4, 0.6], "peer": [1.0, 1.2, 0.8]},
-        global_batch=16, gflop=2.0, peak_gflops=100.0)
+        global_batch=16, gflop=2.0, peaks={"matmul": 100.0, "conv": 80.0})
     assert records["ours"]["median_s_per_step"] == 0.5
     assert records["ours"]["images_per_second"] == pytest.approx(32.0)
     assert records["ours"]["peak_fraction"] == pytest.approx(0.64)
+    assert records["ours"]["conv_peak_fraction"] == pytest.approx(0.8)
     assert records["peer"]["ours_speedup"] == pytest.approx(2.0)
     assert [row[0] for row in rows] == ["ours", "peer"]
-    assert rows[1][-1] == "2.00x"
+    assert rows[1][-3:] == ["32%", "40%", "2.00x"]
+
+
+def test_speed_ratios_between_precisions_per_peer():
+    records = {
+        "float32": {"ours": {"median_s_per_step": 2.0},
+                    "fit": {"median_s_per_step": 3.0},
+                    "only_fp32": {"median_s_per_step": 1.0}},
+        "mixed_bfloat16": {"ours": {"median_s_per_step": 0.5},
+                           "fit": {"median_s_per_step": 6.0}}}
+    assert bench.speed_ratios(records) == {
+        "mixed_bfloat16/float32": {"ours": 4.0, "fit": 0.5}}
+    assert bench.ratio_table(records).splitlines()[2:] == [
+        "| ours | 2000 | 500 | 4.00x |", "| fit | 3000 | 6000 | 0.50x |"]
+
+
+def test_precisions_are_checked():
+    assert bench.check_precisions(("float32", "mixed_bfloat16")) == [
+        "float32", "mixed_bfloat16"]
+    with pytest.raises(ValueError, match="unknown precision 'bf16'"):
+        bench.check_precisions(["bf16"])
+    with pytest.raises(ValueError, match="repeated"):
+        bench.check_precisions(["float32", "float32"])
+    with pytest.raises(ValueError, match="no precision"):
+        bench.check_precisions([])
+    assert bench.peak_dtypes(["float32"]) == ["float32", "bfloat16"]
+    assert bench.peak_dtypes(["mixed_float16", "mixed_bfloat16"]) == [
+        "float32", "bfloat16", "float16"]
+
+
+def test_model_garden_takes_its_own_dtype_flag():
+    for precision, dtype in [("float32", "fp32"), ("mixed_bfloat16", "bf16"),
+                             ("mixed_float16", "fp16")]:
+        command = bench.model_garden_command(16, 5, precision)
+        assert f"--dtype={dtype}" in command and "--train_steps=5" in command
+
+
+def test_our_trainer_applies_the_projects_precision_rules():
+    """The policy while the model is built; loss scaling only for float16."""
+    spec = bench.MODELS["small"]
+    strategy = bench.strategy_for(1)
+    for precision, scaled in [("mixed_float16", True),
+                              ("mixed_bfloat16", False)]:
+        trainer = benchmark.SyntheticTrainer(
+            strategy, spec["model_fn"], 2, spec["image_shape"],
+            spec["num_classes"], precision=precision)
+        assert trainer.model.dtype_policy.name == precision
+        assert isinstance(trainer.optimizer,
+                          keras.optimizers.LossScaleOptimizer) is scaled
+        assert trainer.trainer.loss_scaling is scaled
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_resnet50_training_flop_per_image():
@@ -63,20 +118,48 @@ def test_tiny_run_writes_a_consistent_table(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / "bench_train_step.py"),
          "--model=small", "--rounds=1", "--steps=2", "--batch=16",
-         "--peers=ours,keras_fit", "--replicas=2", f"--out_json={out}"],
+         "--peers=ours,keras_fit", "--replicas=2",
+         "--precision=float32,mixed_bfloat16", "--peak_matmul_size=128",
+         "--peak_conv_batch=1", f"--out_json={out}"],
         capture_output=True, text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| ours |" in result.stdout and "| keras_fit |" in result.stdout
     payload = json.loads(out.read_text())
+    capability = payload["cpu_bfloat16"]
+    assert capability == machine.bfloat16_capability(machine.read_cpuinfo())
+    table = result.stdout
+    assert f"CPU bfloat16: {capability['verdict']}" in table
+    assert ("bfloat16 is emulated" in table) is (
+        capability["verdict"] == machine.EMULATED)
+    assert "| matmul 128^3 |" in table
+    assert "| conv 3x3, 1x56x56x64 -> 64 |" in table
+    assert "\nfloat32 (computing in float32; peaks: matmul" in table
+    assert "\nmixed_bfloat16 (computing in bfloat16; peaks: matmul" in table
+    assert table.count("| ours |") == 3  # Two precisions and the ratios.
     assert payload["global_batch"] == 16 and payload["replicas"] == 2
-    assert payload["reference"] == "ours"
     assert payload["machine"]["cores"] == os.cpu_count()
-    assert payload["matmul_peak_gflops"] > 0
-    ours, fit = payload["peers"]["ours"], payload["peers"]["keras_fit"]
-    assert ours["ours_speedup"] == 1.0
-    for record in (ours, fit):
-        assert record["median_s_per_step"] > 0
-        assert record["images_per_second"] == pytest.approx(
-            16 / record["median_s_per_step"])
-    assert fit["ours_speedup"] == pytest.approx(
-        fit["median_s_per_step"] / ours["median_s_per_step"])
+    assert payload["precisions"] == ["float32", "mixed_bfloat16"]
+    peaks = payload["peaks_gflops"]
+    assert payload["matmul_peak_gflops"] == peaks["matmul"]["float32"] > 0
+    assert peaks["conv"]["bfloat16"] > 0
+    # The top-level fields are float32's, as before.
+    assert payload["reference"] == "ours"
+    assert payload["peers"] == payload["by_precision"]["float32"]["peers"]
+    for precision, dtype in [("float32", "float32"),
+                             ("mixed_bfloat16", "bfloat16")]:
+        entry = payload["by_precision"][precision]
+        ours, fit = entry["peers"]["ours"], entry["peers"]["keras_fit"]
+        assert ours["ours_speedup"] == 1.0
+        for record in (ours, fit):
+            assert record["median_s_per_step"] > 0
+            assert record["images_per_second"] == pytest.approx(
+                16 / record["median_s_per_step"])
+            assert record["conv_peak_fraction"] == pytest.approx(
+                record["gflops"] / peaks["conv"][dtype])
+        assert fit["ours_speedup"] == pytest.approx(
+            fit["median_s_per_step"] / ours["median_s_per_step"])
+    fp32 = payload["by_precision"]["float32"]["peers"]
+    bf16 = payload["by_precision"]["mixed_bfloat16"]["peers"]
+    assert payload["speed_ratios"]["mixed_bfloat16/float32"]["ours"] == (
+        pytest.approx(fp32["ours"]["median_s_per_step"]
+                      / bf16["ours"]["median_s_per_step"]))
+

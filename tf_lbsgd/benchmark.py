@@ -1,6 +1,7 @@
 """Shared parts of the benchmarks (`tf_lbsgd.benchmarks`, `scaling_bench`).
 
-Timing, the matmul peak, the machine and a synthetic-data Trainer.
+Timing, the machine and a synthetic-data Trainer (the peaks of the CPU are
+measured by `tf_lbsgd.benchmarks.peaks`).
 
 Every benchmark measures its peers in the same process run, interleaved
 (round-robin), so a slower or busier machine moves all of them alike; the
@@ -12,6 +13,7 @@ import time
 
 import tensorflow as tf
 
+from tf_lbsgd import precision as precision_lib
 from tf_lbsgd.analysis import machine
 from tf_lbsgd.analysis import tables
 
@@ -42,36 +44,6 @@ def median(values):
     if not values:
         raise ValueError("median of no values")
     return float(statistics.median(values))
-
-
-def matmul_gflops(size=1024, seconds=2.0, dtype=tf.float32):
-    """Measured matrix-multiply throughput of this machine, in GFLOP/s.
-
-    A `size` x `size` product (2 * size**3 FLOP) runs in a compiled loop of
-    10 products until `seconds` have passed; the best loop counts. This is
-    the practical fp32 limit that a convolutional network's step is
-    compared with (its convolutions lower to the same GEMM kernels).
-    """
-    a = tf.random.stateless_normal([size, size], seed=[1, 2], dtype=dtype)
-    b = tf.random.stateless_normal([size, size], seed=[3, 4], dtype=dtype)
-    chain = 10
-
-    @tf.function
-    def products(x, y):
-        total = tf.zeros([], dtype)
-        for _ in range(chain):
-            x = tf.matmul(x, y) * 1e-3  # Stays finite; y is fixed.
-            total += x[0, 0]
-        return total
-
-    products(a, b).numpy()  # Trace and warm up.
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        products(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return chain * 2.0 * size ** 3 / best / 1e9
 
 
 def write_json(path, payload):
@@ -105,14 +77,17 @@ class SyntheticTrainer:
     """The project's real `trainer.Trainer` on synthetic data, to be timed.
 
     Builds model, `MomentumSGD` (aggregate_gradients=False, constant rate)
-    and Trainer under `strategy.scope()`; `time_loop(steps)` runs one orbit
-    loop of `steps` steps inside one `tf.function` and returns its seconds
-    (the loop ends with a host read of the step's sums: a true sync).
+    and Trainer under `strategy.scope()` as `train_lib.run` does: the model
+    under the Keras dtype policy `precision`, and for `mixed_float16` the
+    optimizer wrapped in the project's dynamic loss scaling
+    (`precision.with_loss_scaling`). `time_loop(steps)` runs one orbit loop
+    of `steps` steps inside one `tf.function` and returns its seconds (the
+    loop ends with a host read of the step's sums: a true sync).
     """
 
     def __init__(self, strategy, model_fn, per_replica_batch, image_shape,
                  num_classes, jit_compile=False, gradient_allreduce=None,
-                 learning_rate=0.1):
+                 learning_rate=0.1, precision="float32"):
         # Imported here: the library modules below import this package.
         # pylint: disable=import-outside-toplevel
         import orbit
@@ -122,11 +97,15 @@ class SyntheticTrainer:
         self.strategy = strategy
         self.global_batch = per_replica_batch * strategy.num_replicas_in_sync
         with strategy.scope():
-            with layers.built_for_xla(jit_compile):  # BN kernel for XLA.
+            with precision_lib.dtype_policy(precision), \
+                    layers.built_for_xla(jit_compile):  # BN kernel for XLA.
                 self.model = model_fn(input_shape=tuple(image_shape),
                                       num_classes=num_classes)
             self.optimizer = optimizers.MomentumSGD(
                 learning_rate=learning_rate, aggregate_gradients=False)
+            if precision == "mixed_float16":
+                self.optimizer = precision_lib.with_loss_scaling(
+                    self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
             global_step = orbit.utils.create_global_step()
         dataset = synthetic_dataset(strategy, per_replica_batch, image_shape,

@@ -3,12 +3,19 @@
 Usage:
     python tools/bench_train_step.py --model=resnet50 --out_json=r50.json
     python tools/bench_train_step.py --model=small --out_json=small.json
+    python tools/bench_train_step.py --model=resnet50 \
+        --precision=float32,mixed_bfloat16 --peers=ours,keras_fit,model_garden
 
-The models and peers are described in `tf_lbsgd.benchmarks.train_step`.
-Each peer is measured --rounds times, round-robin in this one run; a table
-of the medians (ms/step, images/s, GFLOP/s, share of the fp32 matmul peak
-measured in the same run, speed-up of the reference peer) is printed, and
---out_json gets every measurement and the machine.
+The models, peers and how each peer applies a precision are described in
+`tf_lbsgd.benchmarks.train_step`. Each peer is measured --rounds times in
+each --precision, round-robin in this one run, with the peaks of this CPU
+(a matmul and a 3x3 convolution in float32 and bfloat16,
+`tf_lbsgd.benchmarks.peaks`). Printed: the CPU's bfloat16 units (AMX,
+AVX512_BF16 or emulated), the peaks, a table per precision of the medians
+(ms/step, images/s, GFLOP/s, share of that precision's matmul and conv
+peaks, speed-up of the reference peer) and, for several precisions, each
+peer's speed ratio to the first. --out_json gets every measurement and the
+machine.
 """
 
 import os
@@ -17,6 +24,7 @@ from absl import app
 from absl import flags
 
 from tf_lbsgd import benchmark
+from tf_lbsgd.benchmarks import peaks
 from tf_lbsgd.benchmarks import train_step
 
 _MODEL = flags.DEFINE_enum("model", "resnet50", list(train_step.MODELS),
@@ -29,6 +37,15 @@ _STEPS = flags.DEFINE_integer("steps", None,
 _PEERS = flags.DEFINE_list("peers", None, "Subset of peers to run.")
 _REPLICAS = flags.DEFINE_integer("replicas", None,
                                  "Replicas (default per model).")
+_PRECISION = flags.DEFINE_list(
+    "precision", ["float32"],
+    "Precisions to measure side by side, of float32, mixed_bfloat16, "
+    "mixed_float16; the first is the base of the speed ratios.")
+_PEAK_MATMUL_SIZE = flags.DEFINE_integer(
+    "peak_matmul_size", peaks.MATMUL_SIZE, "Side of the peak matmul.")
+_PEAK_CONV_BATCH = flags.DEFINE_integer(
+    "peak_conv_batch", peaks.CONV_SHAPE["batch"],
+    "Batch of the peak 3x3 convolution (56x56x64 -> 64).")
 _OUT_JSON = flags.DEFINE_string("out_json", None,
                                 "Write all measurements here.")
 
@@ -37,9 +54,14 @@ def main(argv):
     """Measures the peers; prints the table; writes the JSON."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        train_step.check_precisions(_PRECISION.value)
+    except ValueError as error:
+        raise app.UsageError(f"--precision: {error}") from error
     table, payload = train_step.run_benchmark(
         _MODEL.value, _ROUNDS.value, _BATCH.value, _STEPS.value,
-        _PEERS.value, _REPLICAS.value)
+        _PEERS.value, _REPLICAS.value, _PRECISION.value,
+        _PEAK_MATMUL_SIZE.value, _PEAK_CONV_BATCH.value)
     print(table)
     benchmark.write_json(_OUT_JSON.value, payload)
 

@@ -1,8 +1,8 @@
 """Train-step throughput: ours vs tf-models-official's loop vs Keras fit.
 
-`resnet50`: ResNet-50 v1.5, synthetic 224x224x3 data, float32, a global
-batch of 16 on one device by default. Peers, each measured once per round,
-round-robin in one process (after a warm-up that traces and compiles):
+`resnet50`: ResNet-50 v1.5, synthetic 224x224x3 data, a global batch of 16
+on one device by default. Peers, each measured once per round, round-robin
+in one process (after a warm-up that traces and compiles):
 
 - `ours`: `tf_lbsgd.trainer.Trainer` (orbit loop of `steps` steps inside
   one tf.function, explicit allreduce, MomentumSGD), XLA off, and
@@ -18,9 +18,18 @@ round-robin in one process (after a warm-up that traces and compiles):
 logical-CPU replicas of MirroredStrategy x n = 32 (kn = 256), ours vs
 `model.fit` under the same strategy.
 
+Precisions (`float32`, `mixed_bfloat16`, `mixed_float16`; several are
+measured side by side in the same rounds) are applied to each peer as its
+own users apply them: ours as `train_lib.run` does (the model built under
+the Keras dtype policy, the project's dynamic loss scaling for float16,
+`benchmark.SyntheticTrainer`), `model.fit` on a model built under
+`keras.mixed_precision`'s policy (its `compile` adds loss scaling for
+float16), Model Garden's loop with its own `--dtype=fp32|bf16|fp16` flag.
+
 The achieved rate is also given in GFLOP/s (3 x forward multiply-adds x 2
 per image: forward, and backward for activations and weights) against the
-fp32 matmul GFLOP/s measured in the same run, the practical peak.
+peaks of the precision's compute dtype (`peaks`: a matmul and a 3x3
+convolution), measured in the same rounds, with the CPU's bfloat16 units.
 """
 
 import functools
@@ -35,7 +44,10 @@ import tensorflow as tf
 
 from tf_lbsgd import benchmark
 from tf_lbsgd import distribute
+from tf_lbsgd import precision as precision_lib
+from tf_lbsgd.analysis import machine
 from tf_lbsgd.analysis import tables
+from tf_lbsgd.benchmarks import peaks as peaks_lib
 from tf_lbsgd.models import flops
 from tf_lbsgd.models import resnet_cifar
 from tf_lbsgd.models import resnet_imagenet
@@ -52,6 +64,9 @@ MODELS = {
         image_shape=(28, 28, 1), num_classes=10, replicas=8,
         per_replica_batch=32, steps=39),
 }
+# Model Garden's --dtype for each Keras precision policy.
+MODEL_GARDEN_DTYPE = {"float32": "fp32", "mixed_bfloat16": "bf16",
+                      "mixed_float16": "fp16"}
 _TIME_HISTORY = re.compile(
     r"TimeHistory: ([\d.]+) seconds, [\d.]+ examples/second between steps "
     r"(\d+) and (\d+)")
@@ -64,22 +79,49 @@ def strategy_for(replicas):
     return distribute.logical_cpu_strategy(replicas)
 
 
-def ours(strategy, spec, per_replica_batch, steps, jit_compile):
+def check_precisions(precisions):
+    """`precisions` as a list, each one of `precision.PRECISIONS`.
+
+    Raises:
+        ValueError: for none, a repeated or an unknown precision.
+    """
+    precisions = list(precisions)
+    if not precisions:
+        raise ValueError(f"no precision given; choose from "
+                         f"{precision_lib.PRECISIONS}")
+    for name in precisions:
+        if name not in precision_lib.PRECISIONS:
+            raise ValueError(f"unknown precision {name!r}; choose from "
+                             f"{precision_lib.PRECISIONS}")
+    if len(set(precisions)) < len(precisions):
+        raise ValueError(f"precisions repeated in {precisions}")
+    return precisions
+
+
+def ours(strategy, spec, per_replica_batch, steps, jit_compile,
+         precision="float32"):
     """Returns (a runner timing one loop of our Trainer in seconds per
-    step, the model)."""
+    step, the model), in `precision` as `train_lib.run` applies it."""
     bench = benchmark.SyntheticTrainer(
         strategy, spec["model_fn"], per_replica_batch, spec["image_shape"],
-        spec["num_classes"], jit_compile=jit_compile)
+        spec["num_classes"], jit_compile=jit_compile, precision=precision)
     bench.time_loop(steps)  # Trace, compile, warm up.
     return lambda: bench.time_loop(steps) / steps, bench.model
 
 
-def keras_fit(strategy, spec, per_replica_batch, steps, jit_compile):
-    """Returns a runner timing `model.fit` of `steps` steps: s per step."""
+def keras_fit(strategy, spec, per_replica_batch, steps, jit_compile,
+              precision="float32"):
+    """Returns a runner timing `model.fit` of `steps` steps: s per step.
+
+    The model is built under the `keras.mixed_precision` policy
+    `precision`; for `mixed_float16` Keras' `compile` wraps the optimizer in
+    its `LossScaleOptimizer` itself (`auto_scale_loss`).
+    """
     global_batch = per_replica_batch * strategy.num_replicas_in_sync
     with strategy.scope():
-        model = spec["model_fn"](input_shape=spec["image_shape"],
-                                 num_classes=spec["num_classes"])
+        with precision_lib.dtype_policy(precision):
+            model = spec["model_fn"](input_shape=spec["image_shape"],
+                                     num_classes=spec["num_classes"])
         model.compile(
             optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -129,19 +171,29 @@ class StepTimes(keras.callbacks.Callback):
         return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
 
 
-def model_garden(batch, steps, warmup_steps=2):
-    """Returns a runner of Model Garden's ResNet-50 custom loop (s/step).
-
-    Each call is a fresh process that trains `warmup_steps + steps` steps
-    with a per-step log; the seconds of the steps after the warm-up count.
-    """
-    command = [
+def model_garden_command(batch, steps, precision="float32"):
+    """The command line of Model Garden's ResNet-50 custom loop (without
+    --model_dir): synthetic data, one device, a per-step log, `precision`
+    as its `--dtype` flag (`MODEL_GARDEN_DTYPE`; fp16 brings its own loss
+    scaling)."""
+    return [
         sys.executable, "-m",
         "official.legacy.image_classification.resnet.resnet_ctl_imagenet_main",
         "--use_synthetic_data", f"--batch_size={batch}",
-        f"--train_steps={warmup_steps + steps}", "--steps_per_loop=1",
+        f"--train_steps={steps}", "--steps_per_loop=1",
         "--distribution_strategy=one_device", "--num_gpus=0", "--skip_eval",
-        "--log_steps=1", "--data_format=channels_last", "--dtype=fp32"]
+        "--log_steps=1", "--data_format=channels_last",
+        f"--dtype={MODEL_GARDEN_DTYPE[precision]}"]
+
+
+def model_garden(batch, steps, warmup_steps=2, precision="float32"):
+    """Returns a runner of Model Garden's ResNet-50 custom loop (s/step).
+
+    Each call is a fresh process (`model_garden_command`) that trains
+    `warmup_steps + steps` steps; the seconds of the steps after the
+    warm-up count.
+    """
+    command = model_garden_command(batch, warmup_steps + steps, precision)
 
     def run():
         with tempfile.TemporaryDirectory() as model_dir:
@@ -180,21 +232,23 @@ def gflop_per_image(model):
     return 3 * flops.multiply_adds(model) * 2 / 1e9
 
 
-def summarize(seconds_per_step, global_batch, gflop, peak_gflops,
+def summarize(seconds_per_step, global_batch, gflop, peaks,
               reference="ours"):
-    """Table rows and JSON records: images/s, ratios, share of the peak.
+    """Table rows and JSON records: images/s, ratios, shares of the peaks.
 
     Args:
         seconds_per_step: dict peer -> list of seconds per step (one per
             round).
         global_batch: images per step.
         gflop: training GFLOP per image.
-        peak_gflops: the measured matmul GFLOP/s.
+        peaks: {"matmul": GFLOP/s, "conv": GFLOP/s} measured in the
+            precision's compute dtype.
         reference: the peer every ratio is taken of (ours / peer).
 
     Returns:
         (rows, records): rows for `tables.markdown_table`, and a dict peer
-        -> {median_s_per_step, images_per_second, gflops, peak_fraction,
+        -> {seconds_per_step, median_s_per_step, images_per_second, gflops,
+        peak_fraction (of the matmul peak), conv_peak_fraction,
         ours_speedup}.
     """
     medians = {peer: benchmark.median(values)
@@ -207,14 +261,51 @@ def summarize(seconds_per_step, global_batch, gflop, peak_gflops,
             "median_s_per_step": seconds,
             "images_per_second": rate,
             "gflops": rate * gflop,
-            "peak_fraction": rate * gflop / peak_gflops,
+            "peak_fraction": rate * gflop / peaks["matmul"],
+            "conv_peak_fraction": rate * gflop / peaks["conv"],
             "ours_speedup": seconds / medians[reference],
         }
         records[peer] = record
         rows.append([peer, seconds * 1000, rate, record["gflops"],
                      f"{100 * record['peak_fraction']:.0f}%",
+                     f"{100 * record['conv_peak_fraction']:.0f}%",
                      f"{record['ours_speedup']:.2f}x"])
     return rows, records
+
+
+def speed_ratios(records_by_precision):
+    """Each later precision's speed over the first's, per peer in both.
+
+    Args:
+        records_by_precision: dict precision -> peer -> record of
+            `summarize` (the first precision is the base).
+
+    Returns:
+        dict "<precision>/<base>" -> peer -> base median s/step over the
+        precision's (above 1: faster than the base).
+    """
+    base, *others = list(records_by_precision)
+    first = records_by_precision[base]
+    return {f"{name}/{base}": {
+        peer: first[peer]["median_s_per_step"] / record["median_s_per_step"]
+        for peer, record in records_by_precision[name].items()
+        if peer in first} for name in others}
+
+
+def ratio_table(records_by_precision):
+    """Markdown: per peer, ms/step in each precision and the speed ratios
+    of `speed_ratios`."""
+    names = list(records_by_precision)
+    ratios = speed_ratios(records_by_precision)
+    peers = [peer for peer in records_by_precision[names[0]]
+             if all(peer in records_by_precision[name] for name in names)]
+    header = (["peer"] + [f"{name} ms/step" for name in names]
+              + [f"{key} speed" for key in ratios])
+    rows = [[peer] + [records_by_precision[name][peer]["median_s_per_step"]
+                      * 1000 for name in names]
+            + [f"{ratios[key][peer]:.2f}x" for key in ratios]
+            for peer in peers]
+    return tables.markdown_table(header, rows)
 
 
 def default_peers(model_name):
@@ -223,34 +314,120 @@ def default_peers(model_name):
             + (["model_garden"] if model_name == "resnet50" else []))
 
 
-def _runners(peers, strategy, spec, per_replica, steps):
-    """(runners, model of ours or None, failures: peer -> why) of `peers`."""
+def _runner(peer, strategy, spec, per_replica, steps, precision):
+    """(runner of `peer` in `precision`, our model or None)."""
+    jit = peer.endswith("_xla")
+    if peer.startswith("ours"):
+        return ours(strategy, spec, per_replica, steps, jit, precision)
+    if peer.startswith("keras_fit"):
+        return keras_fit(strategy, spec, per_replica, steps,
+                         True if jit else "auto", precision), None
+    if peer == "model_garden":
+        return model_garden(per_replica * strategy.num_replicas_in_sync,
+                            steps, precision=precision), None
+    raise ValueError(f"unknown peer {peer!r}; the peers are "
+                     f"{default_peers('resnet50')}")
+
+
+def _runners(peers, strategy, spec, per_replica, steps, precisions):
+    """(runners: (precision, peer) -> runner, a model of ours or None,
+    failures: (precision, peer) -> why)."""
     runners, model, failures = {}, None, {}
-    for peer in peers:
-        jit = peer.endswith("_xla")
-        try:
-            if peer.startswith("ours"):
-                runners[peer], model = ours(strategy, spec, per_replica,
-                                            steps, jit)
-            elif peer.startswith("keras_fit"):
-                runners[peer] = keras_fit(strategy, spec, per_replica, steps,
-                                          True if jit else "auto")
-            elif peer == "model_garden":
-                runners[peer] = model_garden(
-                    per_replica * strategy.num_replicas_in_sync, steps)
-            else:
-                raise ValueError(f"unknown peer {peer!r}; the peers are "
-                                 f"{default_peers('resnet50')}")
-        except (tf.errors.OpError, RuntimeError) as error:
-            # A peer that cannot run this configuration is reported, not
-            # hidden (Keras' fit with XLA under a multi-device strategy).
-            failures[peer] = f"{type(error).__name__}: {error}".splitlines()[0]
+    for precision in precisions:
+        for peer in peers:
+            try:
+                runner, built = _runner(peer, strategy, spec, per_replica,
+                                        steps, precision)
+            except (tf.errors.OpError, RuntimeError) as error:
+                # A peer that cannot run this configuration is reported,
+                # not hidden (Keras' fit with XLA under a multi-device
+                # strategy).
+                failures[precision, peer] = (
+                    f"{type(error).__name__}: {error}".splitlines()[0])
+                continue
+            runners[precision, peer] = runner
+            model = model or built
     return runners, model, failures
 
 
+def peak_dtypes(precisions):
+    """float32 and bfloat16, and the compute dtype of any other precision."""
+    dtypes = ["float32", "bfloat16"]
+    for name in precisions:
+        dtype = peaks_lib.COMPUTE_DTYPE[name]
+        if dtype not in dtypes:
+            dtypes.append(dtype)
+    return dtypes
+
+
+def _failures_of(failures, precision):
+    """peer -> why, of the (precision, peer) -> why `failures`."""
+    return {peer: why for (name, peer), why in failures.items()
+            if name == precision}
+
+
+def _peer_table(precision, rows, peaks, reference, failures):
+    """One precision's heading line, peer table and failed peers."""
+    dtype = peaks_lib.COMPUTE_DTYPE[precision]
+    header = ["peer", "ms/step", "images/s", "GFLOP/s",
+              f"of {dtype} matmul peak", f"of {dtype} conv peak",
+              f"{reference} speed-up"]
+    return (f"{precision} (computing in {dtype}; peaks: matmul "
+            f"{peaks['matmul']:.1f}, conv {peaks['conv']:.1f} GFLOP/s)\n\n"
+            + tables.markdown_table(header, rows)
+            + _failure_lines(precision, failures))
+
+
+def _failure_lines(precision, failures):
+    """A paragraph per peer of `failures` (peer -> why)."""
+    return "".join(f"\n\n{peer} ({precision}) could not run: {why[:300]}"
+                   for peer, why in failures.items())
+
+
+def _by_precision(precisions, results, failures, global_batch, gflop, peaks):
+    """Summaries of each precision's peers against its dtype's peaks.
+
+    Returns:
+        (sections: markdown per precision that has a measured peer, and the
+        ratio table if there are several; dict precision -> {compute_dtype,
+        reference, peers: records of `summarize`, failed_peers}).
+    """
+    sections, by_precision = [], {}
+    for precision in precisions:
+        measured = {peer: values for (name, peer), values in results.items()
+                    if name == precision}
+        failed = _failures_of(failures, precision)
+        if not measured:
+            sections.append(f"{precision}: no peer ran"
+                            + _failure_lines(precision, failed))
+            continue
+        dtype = peaks_lib.COMPUTE_DTYPE[precision]
+        dtype_peaks = {kernel: peaks[kernel][dtype] for kernel in peaks}
+        reference = ("ours_xla" if "ours_xla" in measured
+                     else next(iter(measured)))
+        rows, records = summarize(measured, global_batch, gflop,
+                                  dtype_peaks, reference)
+        sections.append(_peer_table(precision, rows, dtype_peaks, reference,
+                                    failed))
+        by_precision[precision] = {"compute_dtype": dtype,
+                                   "reference": reference, "peers": records,
+                                   "failed_peers": failed}
+    records = {name: entry["peers"] for name, entry in by_precision.items()}
+    if len(records) > 1:
+        sections.append(f"Speed of each precision over {next(iter(records))}"
+                        f" (same rounds)\n\n{ratio_table(records)}")
+    return sections, by_precision
+
+
 def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
-                  replicas=None):
-    """Measures the peers of `model_name`, interleaved.
+                  replicas=None, precisions=("float32",),
+                  peak_matmul_size=peaks_lib.MATMUL_SIZE,
+                  peak_conv_batch=peaks_lib.CONV_SHAPE["batch"], peak_runs=5):
+    """Measures the peers of `model_name` in each precision, interleaved.
+
+    Each round runs the peak kernels (matmul and conv in float32, bfloat16
+    and any other compute dtype asked for), then every peer in every
+    precision: the ratios between precisions are measured side by side.
 
     Args:
         model_name: A key of MODELS.
@@ -259,11 +436,24 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
         steps: Steps per timing; None for the model's.
         peers: Peers to run; None for `default_peers`.
         replicas: Replicas; None for the model's.
+        precisions: Names of `precision.PRECISIONS`; the first is the base
+            of the speed ratios and of the payload's top-level fields.
+        peak_matmul_size: The peak matmul's side (2048; smaller for tests).
+        peak_conv_batch: The peak convolution's batch (16; 1 for tests).
+        peak_runs: Timed runs of each peak kernel per round (the median
+            counts).
 
     Returns:
-        (table: markdown with a heading line and the peers that could not
-        run, payload: every measurement, for `benchmark.write_json`).
+        (table: markdown with a heading line, the CPU's bfloat16 line, the
+        peaks, a table per precision with the peers that could not run, and
+        the speed ratios between precisions; payload: every measurement, for
+        `benchmark.write_json`: the first precision's in the top-level
+        fields as before, every precision's in `by_precision`).
+
+    Raises:
+        ValueError: for an unknown or repeated precision, or unknown peer.
     """
+    precisions = check_precisions(precisions)
     spec = dict(MODELS[model_name])
     spec["replicas"] = replicas or spec["replicas"]
     strategy = strategy_for(spec["replicas"])
@@ -271,31 +461,46 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
                    else spec["per_replica_batch"])
     global_batch = per_replica * spec["replicas"]
     steps = steps or spec["steps"]
-    peak = benchmark.matmul_gflops()
-    runners, model, failures = _runners(peers or default_peers(model_name),
-                                        strategy, spec, per_replica, steps)
+    conv_shape = dict(peaks_lib.CONV_SHAPE, batch=peak_conv_batch)
+    kernels = peaks_lib.peak_kernels(peak_dtypes(precisions),
+                                     peak_matmul_size, conv_shape, peak_runs)
+    runners, model, failures = _runners(
+        peers or default_peers(model_name), strategy, spec, per_replica,
+        steps, precisions)
     if model is None:
         model = spec["model_fn"](input_shape=spec["image_shape"],
                                  num_classes=spec["num_classes"])
-    results = benchmark.interleaved(runners, rounds)
-    peak = max(peak, benchmark.matmul_gflops())
+    results = benchmark.interleaved({**kernels, **runners}, rounds)
+    peaks = peaks_lib.median_peaks({key: results.pop(key) for key in kernels})
     gflop = gflop_per_image(model)
-    reference = "ours_xla" if "ours_xla" in results else next(iter(results))
-    rows, records = summarize(results, global_batch, gflop, peak, reference)
-    header = ["peer", "ms/step", "images/s", "GFLOP/s",
-              "of matmul peak", f"{reference} speed-up"]
-    table = (f"{model_name}: global batch {global_batch} "
-             f"({spec['replicas']} replica(s)), {steps} steps per timing, "
-             f"{rounds} rounds, median; training {gflop:.3g} GFLOP/image; "
-             f"fp32 matmul peak {peak:.1f} GFLOP/s\n\n"
-             + tables.markdown_table(header, rows)
-             + "".join(f"\n\n{peer} could not run: {why[:300]}"
-                       for peer, why in failures.items()))
+    sections, by_precision = _by_precision(precisions, results, failures,
+                                           global_batch, gflop, peaks)
+    capability = peaks_lib.cpu_capability()
+    table = "\n\n".join([
+        f"{model_name}: global batch {global_batch} "
+        f"({spec['replicas']} replica(s)), {steps} steps per timing, "
+        f"{rounds} rounds, median; training {gflop:.3g} GFLOP/image; "
+        f"CPU {machine.cpu_model()}",
+        peaks_lib.peaks_table(peaks, capability, peak_matmul_size,
+                              conv_shape),
+        *sections])
+    base = by_precision.get(precisions[0], {})
+    records = {name: entry["peers"] for name, entry in by_precision.items()}
     payload = {"model": model_name, "global_batch": global_batch,
                "replicas": spec["replicas"], "steps": steps,
                "rounds": rounds, "gflop_per_image": gflop,
-               "matmul_peak_gflops": peak, "reference": reference,
-               "peers": records, "failed_peers": failures,
+               "matmul_peak_gflops": peaks["matmul"]["float32"],
+               "reference": base.get("reference"),
+               "peers": base.get("peers", {}),
+               "failed_peers": _failures_of(failures, precisions[0]),
+               "precision": precisions[0], "precisions": precisions,
+               "by_precision": by_precision,
+               "speed_ratios": (speed_ratios(records) if len(records) > 1
+                                else {}),
+               "peaks_gflops": peaks,
+               "peak_shapes": {"matmul_size": peak_matmul_size,
+                               "conv": conv_shape, "runs": peak_runs},
+               "cpu_bfloat16": capability,
                "threads": {"intra_op": tf.config.threading
                            .get_intra_op_parallelism_threads(),
                            "inter_op": tf.config.threading
