@@ -20,6 +20,7 @@ from absl import logging
 from tf_lbsgd import checks  # Without TensorFlow: checks flags at once.
 from tf_lbsgd import cluster  # Without TensorFlow: checks TF_CONFIG at once.
 from tf_lbsgd import exits  # Without TensorFlow: usable while it loads.
+from tf_lbsgd import native_logging  # Imports TensorFlow only when called.
 from tf_lbsgd import run_lock
 
 DEFAULT_GIN_FILE = "experiments/fashion_mnist_default.gin"
@@ -51,7 +52,7 @@ _GIN_BINDINGS = flags.DEFINE_multi_string(
     "--gin_bindings='train_lib.run.epochs = 2'.")
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None,
-    "Directory for checkpoints, TensorBoard events (train/, eval/), "
+    "Directory for checkpoints, TensorBoard events (train/, validation/), "
     "operative_config.gin and metrics.json. Re-running resumes from it.")
 _MODE = flags.DEFINE_enum(
     "mode", "train_and_eval", ["train", "eval", "train_and_eval", "export"],
@@ -148,13 +149,16 @@ def main(argv):
         checks.writable_directory("--model_dir", _MODEL_DIR.value)
     except ValueError as e:
         return _config_error(e)
-    # Quiet by default: the progress line and orbit's summaries are printed;
-    # --verbosity=0 (or -v 0) brings back absl INFO logs and TensorFlow's
-    # C++ logs (whose errors, e.g. "failed call to cuInit" on a host without
-    # GPUs, are noise, or come back as the Python exception reported).
+    # Quiet by default: the progress and evaluation lines and the summary
+    # are printed, absl's WARNING logs and Python's warnings still show.
+    # --verbosity=0 (or -v 0) brings back absl INFO logs (orbit's messages
+    # among them) and TensorFlow's C++ logs (whose errors, e.g. "failed call
+    # to cuInit" on a host without GPUs, are noise, or come back as the
+    # Python exception reported); TF_CPP_MIN_LOG_LEVEL set in the
+    # environment is kept, and covers absl's C++ log too (native_logging).
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault(native_logging.ENV_VAR, "3")
     try:  # Before TensorFlow's slow import: a bad TF_CONFIG fails at once.
         tf_config = cluster.validate_tf_config()
     except ValueError as e:
@@ -162,7 +166,11 @@ def main(argv):
     # Imported here so that --help does not start TensorFlow.
     from tf_lbsgd import config  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import preemption  # pylint: disable=g-import-not-at-top
+    from tf_lbsgd import progress  # pylint: disable=g-import-not-at-top
     from tf_lbsgd import train_lib  # pylint: disable=g-import-not-at-top
+    # TensorFlow is loaded: absl's C++ log (XLA's "Compiled cluster using
+    # XLA!") follows TF_CPP_MIN_LOG_LEVEL as TensorFlow's own does.
+    native_logging.apply_tf_cpp_min_log_level()
     gin_files = _GIN_FILE.value or [DEFAULT_GIN_FILE]
     try:
         config.parse(gin_files, _GIN_BINDINGS.value)
@@ -197,7 +205,7 @@ def main(argv):
     except (FileNotFoundError, ValueError, TypeError) as e:
         _remove_if_empty(new_directories)  # Made before the error was seen.
         return _config_error(e)
-    print(f"metrics: {metrics}")
+    print(progress.final_summary(metrics, _MODEL_DIR.value))
     # Everything is written: exit without the interpreter's teardown, where
     # TensorFlow's destructor of the input pipeline waited ~3 minutes (seen
     # in 2 of 3 runs of the quick check) or, with 64 replicas, deadlocked.
