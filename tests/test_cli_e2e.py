@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,14 +20,17 @@ SMALL = [  # k = 2 simulated workers x n = 32: 937.5 steps per epoch.
     "--gin_bindings=train_lib.run.eval_every_epochs = 0",
     "--gin_bindings=train_lib.run.checkpoint_every_steps = 2",
 ]
-TRAIN_TAGS = {"train/loss", "train/top1_error", "train/learning_rate",
-              "train/examples_per_second", "train/loss_scale",
-              "train/skipped_steps"}
-EVAL_TAGS = {"eval/loss", "eval/top1_error", "eval/top5_error"}
+TRAIN_TAGS = {"loss", "top1_error", "learning_rate", "examples_per_second",
+              "loss_scale", "skipped_steps", "skipped_images"}
+EVAL_TAGS = {"loss", "top1_error", "top5_error", "median5_top1_error",
+             "examples"}
+SUMMARY_LABELS = ("Training:", "Validation:", "Checkpoints:", "Export:",
+                  "TensorBoard:", "Metrics:")
 
 
 def _cli(model_dir, *args, tf_config=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ)  # The CLI's own quiet default, not conftest's.
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = tf_config
@@ -43,6 +47,31 @@ def _tags(directory):
     return tags
 
 
+def _check_terminal(result, progress_steps, eval_steps, total_steps):
+    """stdout holds our lines only: a progress line per loop (at
+    `progress_steps`), an evaluation line per evaluation (at `eval_steps`)
+    and the final summary; stderr none of TensorFlow's start-up chatter."""
+    lines = result.stdout.splitlines()
+    progress = [re.match(rf"step (\d+)/{total_steps} \| epoch ", line)
+                for line in lines]
+    evaluations = [re.match(r"validation at step (\d+) \| epoch ", line)
+                   for line in lines]
+    summary = [line for line in lines if line.startswith(SUMMARY_LABELS)]
+    assert [int(m.group(1)) for m in progress if m] == progress_steps
+    assert [int(m.group(1)) for m in evaluations if m] == eval_steps
+    assert [line.split(":")[0] + ":" for line in summary] == list(
+        SUMMARY_LABELS)
+    assert len(lines) == (len(progress_steps) + len(eval_steps)
+                          + len(SUMMARY_LABELS)), result.stdout
+    for orbits in ("output:", "DictWrapper", "ListWrapper", "{'",
+                   "saved checkpoint", "restoring or initializing"):
+        assert orbits not in result.stdout
+    for chatter in ("Compiled cluster using XLA", "InitializeLog",
+                    "cuInit"):
+        assert chatter not in result.stderr
+    return dict(line.split(":", 1) for line in summary)
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("run") / "model")
@@ -56,7 +85,7 @@ def test_writes_events_checkpoint_config_and_metrics(first_run):
     model_dir, result = first_run
     assert TRAIN_TAGS <= _tags(os.path.join(model_dir, "train"))
     assert "gin/operative_config" in _tags(os.path.join(model_dir, "train"))
-    assert EVAL_TAGS <= _tags(os.path.join(model_dir, "eval"))
+    assert EVAL_TAGS <= _tags(os.path.join(model_dir, "validation"))
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-4")
     with open(os.path.join(model_dir, "operative_config.gin")) as f:
         config = f.read()
@@ -77,9 +106,19 @@ def test_writes_events_checkpoint_config_and_metrics(first_run):
     assert metrics["eval"]["top1_error_history"] == [
         metrics["eval"]["top1_error"]]
     assert metrics["eval"]["median5_top1_error"] == metrics["eval"]["top1_error"]
-    assert "eval/median5_top1_error" in _tags(os.path.join(model_dir, "eval"))
-    assert "step 4/4" in result.stdout  # The progress display.
     assert os.listdir(os.path.join(model_dir, "export")) == ["4"]
+    summary = _check_terminal(result, [2, 4], [4], 4)
+    top1_error = metrics["eval"]["top1_error"]
+    assert summary["Validation"].strip().startswith(
+        f"top-1 error {top1_error:.4f} (accuracy {100 - 100 * top1_error:.2f}"
+        f"%), top-5 error {metrics['eval']['top5_error']:.4f}")
+    assert summary["Training"].strip().startswith(
+        "step 4 (epoch 0.00427), global batch 64 on 2 replicas")
+    assert summary["Export"].strip() == os.path.join(model_dir, "export", "4")
+    assert summary["TensorBoard"].strip() == (
+        f"tensorboard --logdir={model_dir}")
+    assert summary["Metrics"].strip() == os.path.join(model_dir,
+                                                      "metrics.json")
 
 
 def test_second_run_resumes_and_a_finished_run_does_no_more(first_run):
@@ -87,11 +126,12 @@ def test_second_run_resumes_and_a_finished_run_does_no_more(first_run):
     result = _cli(model_dir, *SMALL, "--mode=train",
                   "--gin_bindings=train_lib.run.epochs = 0.008")  # 8 steps
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "step 6/8" in result.stdout and "step 2/8" not in result.stdout
+    _check_terminal(result, [6, 8], [], 8)  # --mode=train: no evaluation.
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-8")
     again = _cli(model_dir, *SMALL, "--mode=eval",
                  "--gin_bindings=train_lib.run.epochs = 0.008")
     assert again.returncode == 0, again.stderr[-3000:]
+    _check_terminal(again, [], [8], 8)
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["global_step"] == 8
