@@ -51,6 +51,7 @@ def test_summarize_rates_ratios_and_peak_shares():
     assert records["peer"]["ours_speedup"] == pytest.approx(2.0)
     assert [row[0] for row in rows] == ["ours", "peer"]
     assert rows[1][-3:] == ["32%", "40%", "2.00x"]
+    assert rows[0][1] == 500.0 and rows[1][1] == 1000  # ms, whole from 1 s.
 
 
 def test_speed_ratios_between_precisions_per_peer():
@@ -85,6 +86,9 @@ def test_model_garden_takes_its_own_dtype_flag():
                              ("mixed_float16", "fp16")]:
         command = bench.model_garden_command(16, 5, precision)
         assert f"--dtype={dtype}" in command and "--train_steps=5" in command
+        assert "--enable_xla=false" in command
+    assert "--enable_xla=true" in bench.model_garden_command(
+        16, 5, enable_xla=True)
 
 
 def test_our_trainer_applies_the_projects_precision_rules():

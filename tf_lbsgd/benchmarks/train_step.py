@@ -12,7 +12,8 @@ in one process (after a warm-up that traces and compiles):
   on a CPU-only machine), and `keras_fit_xla` (jit_compile=True);
 - `model_garden`: `official.legacy.image_classification.resnet.
   resnet_ctl_imagenet_main` (its custom loop, tf_keras) in a subprocess,
-  timed by its own per-step TimeHistory log after the first steps.
+  timed by its own per-step TimeHistory log after the first steps, and
+  `model_garden_xla` with its `--enable_xla` (its step compiled).
 
 `small`: the default job's ResNet-8 (width 32) on 28x28x1 inputs, k = 8
 logical-CPU replicas of MirroredStrategy x n = 32 (kn = 256), ours vs
@@ -171,11 +172,12 @@ class StepTimes(keras.callbacks.Callback):
         return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
 
 
-def model_garden_command(batch, steps, precision="float32"):
+def model_garden_command(batch, steps, precision="float32",
+                         enable_xla=False):
     """The command line of Model Garden's ResNet-50 custom loop (without
     --model_dir): synthetic data, one device, a per-step log, `precision`
     as its `--dtype` flag (`MODEL_GARDEN_DTYPE`; fp16 brings its own loss
-    scaling)."""
+    scaling), its step compiled by XLA if `enable_xla`."""
     return [
         sys.executable, "-m",
         "official.legacy.image_classification.resnet.resnet_ctl_imagenet_main",
@@ -183,17 +185,20 @@ def model_garden_command(batch, steps, precision="float32"):
         f"--train_steps={steps}", "--steps_per_loop=1",
         "--distribution_strategy=one_device", "--num_gpus=0", "--skip_eval",
         "--log_steps=1", "--data_format=channels_last",
-        f"--dtype={MODEL_GARDEN_DTYPE[precision]}"]
+        f"--dtype={MODEL_GARDEN_DTYPE[precision]}",
+        f"--enable_xla={str(enable_xla).lower()}"]
 
 
-def model_garden(batch, steps, warmup_steps=2, precision="float32"):
+def model_garden(batch, steps, warmup_steps=2, precision="float32",
+                 enable_xla=False):
     """Returns a runner of Model Garden's ResNet-50 custom loop (s/step).
 
     Each call is a fresh process (`model_garden_command`) that trains
     `warmup_steps + steps` steps; the seconds of the steps after the
     warm-up count.
     """
-    command = model_garden_command(batch, warmup_steps + steps, precision)
+    command = model_garden_command(batch, warmup_steps + steps, precision,
+                                   enable_xla)
 
     def run():
         with tempfile.TemporaryDirectory() as model_dir:
@@ -232,6 +237,12 @@ def gflop_per_image(model):
     return 3 * flops.multiply_adds(model) * 2 / 1e9
 
 
+def milliseconds(seconds):
+    """A table cell of `seconds` in ms: whole ms from 1 s up (no exponent)."""
+    ms = seconds * 1000
+    return round(ms) if ms >= 1000 else ms
+
+
 def summarize(seconds_per_step, global_batch, gflop, peaks,
               reference="ours"):
     """Table rows and JSON records: images/s, ratios, shares of the peaks.
@@ -266,7 +277,7 @@ def summarize(seconds_per_step, global_batch, gflop, peaks,
             "ours_speedup": seconds / medians[reference],
         }
         records[peer] = record
-        rows.append([peer, seconds * 1000, rate, record["gflops"],
+        rows.append([peer, milliseconds(seconds), rate, record["gflops"],
                      f"{100 * record['peak_fraction']:.0f}%",
                      f"{100 * record['conv_peak_fraction']:.0f}%",
                      f"{record['ours_speedup']:.2f}x"])
@@ -301,8 +312,8 @@ def ratio_table(records_by_precision):
              if all(peer in records_by_precision[name] for name in names)]
     header = (["peer"] + [f"{name} ms/step" for name in names]
               + [f"{key} speed" for key in ratios])
-    rows = [[peer] + [records_by_precision[name][peer]["median_s_per_step"]
-                      * 1000 for name in names]
+    rows = [[peer] + [milliseconds(records_by_precision[name][peer][
+        "median_s_per_step"]) for name in names]
             + [f"{ratios[key][peer]:.2f}x" for key in ratios]
             for peer in peers]
     return tables.markdown_table(header, rows)
@@ -311,22 +322,27 @@ def ratio_table(records_by_precision):
 def default_peers(model_name):
     """Every peer; Model Garden's loop only for its model, ResNet-50."""
     return (["ours", "ours_xla", "keras_fit", "keras_fit_xla"]
-            + (["model_garden"] if model_name == "resnet50" else []))
+            + (["model_garden", "model_garden_xla"]
+               if model_name == "resnet50" else []))
 
 
 def _runner(peer, strategy, spec, per_replica, steps, precision):
-    """(runner of `peer` in `precision`, our model or None)."""
+    """(runner of `peer` in `precision`, our model or None).
+
+    Raises:
+        ValueError: for a peer not in `default_peers('resnet50')`.
+    """
+    if peer not in default_peers("resnet50"):
+        raise ValueError(f"unknown peer {peer!r}; the peers are "
+                         f"{default_peers('resnet50')}")
     jit = peer.endswith("_xla")
     if peer.startswith("ours"):
         return ours(strategy, spec, per_replica, steps, jit, precision)
     if peer.startswith("keras_fit"):
         return keras_fit(strategy, spec, per_replica, steps,
                          True if jit else "auto", precision), None
-    if peer == "model_garden":
-        return model_garden(per_replica * strategy.num_replicas_in_sync,
-                            steps, precision=precision), None
-    raise ValueError(f"unknown peer {peer!r}; the peers are "
-                     f"{default_peers('resnet50')}")
+    return model_garden(per_replica * strategy.num_replicas_in_sync, steps,
+                        precision=precision, enable_xla=jit), None
 
 
 def _runners(peers, strategy, spec, per_replica, steps, precisions):
