@@ -81,6 +81,22 @@ def test_precisions_are_checked():
         "float32", "bfloat16", "float16"]
 
 
+def test_failure_reason_is_the_messages_last_real_line():
+    message = """Graph execution error:
+
+Detected at node StatefulPartitionedCall defined at (most recent call last):
+  File "train_step.py", line 143, in keras_fit
+
+Trying to access resource kernel/replica_1 located in device CPU:1 from CPU:0
+ Cf. https://www.tensorflow.org/xla/known_issues
+\t [[{{node StatefulPartitionedCall}}]] [Op:__inference_step_4029]"""
+    assert bench.failure_reason(RuntimeError(message)) == (
+        "RuntimeError: Trying to access resource kernel/replica_1 located in "
+        "device CPU:1 from CPU:0")
+    assert bench.failure_reason(ValueError("one line")) == (
+        "ValueError: one line")
+
+
 def test_model_garden_takes_its_own_dtype_flag():
     for precision, dtype in [("float32", "fp32"), ("mixed_bfloat16", "bf16"),
                              ("mixed_float16", "fp16")]:

@@ -345,6 +345,18 @@ def _runner(peer, strategy, spec, per_replica, steps, precision):
                         precision=precision, enable_xla=jit), None
 
 
+def failure_reason(error):
+    """One line of why a peer failed: the error's type and the last line of
+    its message that is not TensorFlow's traceback framing ("Graph
+    execution error:", "Detected at node", "File ...", "[[node]]")."""
+    framing = ("Graph execution error", "Detected at node", "File ", "[[",
+               "Cf. ")
+    lines = [line.strip() for line in str(error).splitlines()]
+    reasons = [line for line in lines
+               if line and not line.startswith(framing)]
+    return f"{type(error).__name__}: {(reasons or lines or [''])[-1]}"
+
+
 def _runners(peers, strategy, spec, per_replica, steps, precisions):
     """(runners: (precision, peer) -> runner, a model of ours or None,
     failures: (precision, peer) -> why)."""
@@ -358,8 +370,7 @@ def _runners(peers, strategy, spec, per_replica, steps, precisions):
                 # A peer that cannot run this configuration is reported,
                 # not hidden (Keras' fit with XLA under a multi-device
                 # strategy).
-                failures[precision, peer] = (
-                    f"{type(error).__name__}: {error}".splitlines()[0])
+                failures[precision, peer] = failure_reason(error)
                 continue
             runners[precision, peer] = runner
             model = model or built
