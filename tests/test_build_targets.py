@@ -12,7 +12,7 @@ functions (no Bazel needed) and lists:
   of a direct dep; a package __init__.py
   missing from the target's transitive srcs;
 - a file named in the code ("launch_local.py", `"-m", "tf_lbsgd"`, the
-  `tf-lbsgd` console script of setup.py) missing from the target's runfiles
+  `tf-lbsgd` console script of pyproject.toml) missing from the target's runfiles
   (srcs, data and deps, transitively);
 - a py_test without a size, or that does not run its test files through
   pytest (main tests/bazel_pytest_main.py, args = its tests/test_*.py).
@@ -24,6 +24,7 @@ import os
 import pathlib
 import re
 import textwrap
+import tomllib
 
 import pytest
 
@@ -101,14 +102,16 @@ def _package_inits(root, path):
 
 
 def _console_scripts(root):
-    """{"tf-lbsgd": "tf_lbsgd/cli.py"} from the entry points of setup.py."""
-    setup = pathlib.Path(root, "setup.py")
-    if not setup.is_file():
+    """{"tf-lbsgd": "tf_lbsgd/cli.py"} from [project.scripts] of
+    pyproject.toml."""
+    pyproject = pathlib.Path(root, "pyproject.toml")
+    if not pyproject.is_file():
         return {}
+    entries = tomllib.loads(pyproject.read_text()).get("project", {}).get(
+        "scripts", {})
     scripts = {}
-    for name, module in re.findall(r'"([\w-]+)\s*=\s*([\w.]+):\w+"',
-                                   setup.read_text()):
-        path = _module_file(root, module)
+    for name, entry in entries.items():
+        path = _module_file(root, entry.split(":")[0])
         if path:
             scripts[name] = path
     return scripts
@@ -280,8 +283,7 @@ def test_real_build_covers_every_python_file():
 # A small tree in tmp_path: the checker passes it, then finds each gap.
 
 _FILES = {
-    "setup.py": 'entry_points={"console_scripts": '
-                '["tf-lbsgd = tf_lbsgd.cli:run"]}',
+    "pyproject.toml": '[project.scripts]\ntf-lbsgd = "tf_lbsgd.cli:run"\n',
     "tf_lbsgd/__init__.py": "",
     "tf_lbsgd/base.py": "X = 1\n",
     "tf_lbsgd/cli.py": "from tf_lbsgd import base\n",

@@ -218,7 +218,9 @@ def test_sigkill_stops_the_job_and_the_rerun_matches(uninterrupted, tmp_path):
     model_dir = str(tmp_path / "killed")
     proc = _launch(_cli_args(model_dir))
     try:
-        _, output = _stop_at(proc, r"\[worker 0\] saved checkpoint to .*ckpt-25")
+        # Worker 0's progress line of step 30: ckpt-25 was saved before
+        # that loop began (orbit saves after a loop's actions).
+        _, output = _stop_at(proc, r"\[worker 0\] step 30/")
         os.kill(_worker_pids(output)[1], signal.SIGKILL)
         killed_at = time.monotonic()
         rest, _ = proc.communicate(timeout=120)

@@ -316,9 +316,12 @@ BINDINGS = [
 
 
 def _cli(model_dir, mode, *bindings):
-    """Starts the CLI on the small job; returns (proc, stdout, stderr)."""
+    """Starts the CLI on the small job, with absl's INFO log on stderr
+    (orbit's messages, which the tests wait for); returns (proc, stdout,
+    stderr)."""
     command = [sys.executable, "-m", "tf_lbsgd", f"--model_dir={model_dir}",
-               f"--mode={mode}", "--gin_file=experiments/fashion_mnist_default"]
+               f"--mode={mode}", "--gin_file=experiments/fashion_mnist_default",
+               "--verbosity=0"]
     command += [f"--gin_bindings={b}" for b in BINDINGS + list(bindings)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
@@ -329,11 +332,12 @@ def _cli(model_dir, mode, *bindings):
 
 
 def _signal_at(proc, out, err, pattern, signum, delay=0.0):
-    """Sends `signum` once stdout matches `pattern` (and `delay` passed);
-    returns the match and the seconds from the signal to the exit."""
+    """Sends `signum` once stderr (orbit's messages in the absl log)
+    matches `pattern` (and `delay` passed); returns the match and the
+    seconds from the signal to the exit."""
     try:
         # The limits only catch a hang (a run here takes ~10 s when idle).
-        match = out.wait_for(pattern, proc, 300)
+        match = err.wait_for(pattern, proc, 300)
         assert match, (out.text() + err.text())[-3000:]
         time.sleep(delay)
         proc.send_signal(signum)
@@ -393,7 +397,7 @@ def test_cli_stops_save_exit_and_resume(tmp_path):
         "checkpoint (press Ctrl-C again to quit at once without saving)",
         _say_saved("interrupted", 2, model_dir)]
     assert _progress_steps(stdout, 4) == [2]
-    assert "eval |" not in stdout
+    assert "validation at step" not in stdout
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
     metrics = _metrics(model_dir)
     assert metrics["global_step"] == 2 and "eval" not in metrics
@@ -409,7 +413,7 @@ def test_cli_stops_save_exit_and_resume(tmp_path):
     assert proc.returncode == exits.PREEMPTED_EXIT_CODE, stderr[-3000:]
     assert "Traceback" not in stderr
     assert _ours(stderr) == [_say_saved("preempted", 2, model_dir)]
-    assert "eval time" not in stdout  # Abandoned: never completed...
+    assert "validation at step" not in stdout  # Abandoned: never completed...
     assert not _progress_steps(stdout, 4)  # ...and no training after it.
     metrics = _metrics(model_dir)
     assert "eval" not in metrics  # Nothing recorded, not even in events.
@@ -423,10 +427,9 @@ def test_cli_stops_save_exit_and_resume(tmp_path):
     proc, out, err = _cli(model_dir, *job)
     assert proc.wait(timeout=300) == 0, err.text()[-3000:]
     stdout = out.text()
-    assert re.findall(r"eval \| step: +(\d+) \| eval time", stdout) == [
+    assert re.findall(r"^validation at step (\d+) \|", stdout, re.M) == [
         "2", "4"]
-    assert stdout.index("eval | step:      2 | eval time") < stdout.index(
-        "step 4/4")
+    assert stdout.index("validation at step 2 |") < stdout.index("step 4/4")
     metrics = _metrics(model_dir)
     assert preemption.PENDING_EVAL_KEY not in metrics
     assert metrics["global_step"] == 4
@@ -473,7 +476,7 @@ def test_two_workers_abandon_an_evaluation_together(tmp_path):
                "--workers", "2", "--", sys.executable, "-m", "tf_lbsgd",
                f"--model_dir={model_dir}", "--mode=train_and_eval",
                "--gin_file=experiments/fashion_mnist_default",
-               "--gin_file=distribute/multi_worker_ring"]
+               "--gin_file=distribute/multi_worker_ring", "--verbosity=0"]
     command += [f"--gin_bindings={b}" for b in BINDINGS[1:] + [
         "train_lib.run.per_replica_batch_size = 64",  # 79 batches.
         "train_lib.run.epochs = 0.0043",  # 2 steps, then the evaluation.
@@ -485,7 +488,7 @@ def test_two_workers_abandon_an_evaluation_together(tmp_path):
                             cwd=REPO_ROOT)
     out = _Lines(proc.stdout)
     try:
-        assert out.wait_for(r"\[worker 1\]  eval \| step: +2 \| running",
+        assert out.wait_for(r"\[worker 1\] .* eval \| step: +2 \| running",
                             proc, 300), out.text()[-3000:]
         time.sleep(0.3)
         pid = int(out.wait_for(r"started worker 1 \(pid (\d+)\)", proc,
@@ -504,7 +507,7 @@ def test_two_workers_abandon_an_evaluation_together(tmp_path):
         assert (f"[worker {worker}] tf-lbsgd: preempted at step 2: "
                 f"checkpoint saved in {model_dir}") in output
         assert f"worker {worker} was preempted" in output
-    assert "eval time" not in output and "Traceback" not in output
+    assert "validation at step" not in output and "Traceback" not in output
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
     assert _metrics(model_dir)[preemption.PENDING_EVAL_KEY] == 2
     assert seconds < 30  # Measured: 0.5 s (at most 10 batches, the exit).

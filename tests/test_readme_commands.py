@@ -305,14 +305,26 @@ def flag_values(args):
     return pairs
 
 
+def flag_source(script):
+    """The file that defines the flags of `script`: the console-script
+    module a thin tools/ wrapper imports (`from tf_lbsgd.scripts import x`
+    -> tf_lbsgd/scripts/x.py), else `script` itself."""
+    found = re.search(r"^from tf_lbsgd\.scripts import (\w+)$",
+                      pathlib.Path(script).read_text(), re.MULTILINE)
+    if found:
+        return REPO_ROOT / "tf_lbsgd" / "scripts" / f"{found.group(1)}.py"
+    return pathlib.Path(script)
+
+
 def assert_flags_defined(args, script, program):
     """Every --flag of `args` is one that `script` defines (or absl's)."""
+    script = flag_source(script)
     known = defined_flags(script)
-    if "flags." in pathlib.Path(script).read_text():
+    if "flags." in script.read_text():
         known |= absl_flags()
     unknown = [name for name, _ in flag_values(args) if name not in known]
     assert not unknown, (f"{program}: no such flag {unknown} (flags defined in "
-                         f"{pathlib.Path(script).relative_to(REPO_ROOT)}: "
+                         f"{script.relative_to(REPO_ROOT)}: "
                          f"{sorted(defined_flags(script))})")
 
 
@@ -373,7 +385,7 @@ def check_batch_fits(num_replicas):
 
 def _enum_values(script, name):
     """The literal choices of absl enum flag `name` defined in `script`."""
-    for node in ast.walk(ast.parse(pathlib.Path(script).read_text())):
+    for node in ast.walk(ast.parse(flag_source(script).read_text())):
         if (isinstance(node, ast.Call)
                 and getattr(node.func, "attr", "") == "DEFINE_enum"
                 and ast.literal_eval(node.args[0]) == name):
@@ -534,7 +546,7 @@ def run_cli_job(text, workspace):
     if dict(cli_job(argv[1:])[2]).get("mode", "train_and_eval") != "train":
         assert metrics["eval"]["examples"] == 10000, metrics
         assert 0 <= metrics["eval"]["top1_accuracy"] <= 1
-    assert "metrics: " in result.stdout
+    assert "\nMetrics:     " in result.stdout  # The final summary.
 
 
 def run_launch_local(text, workspace):

@@ -31,6 +31,7 @@ from tf_lbsgd import outputs
 from tf_lbsgd import precision as precision_lib
 from tf_lbsgd import preemption
 from tf_lbsgd import profiling
+from tf_lbsgd import progress
 from tf_lbsgd import schedules
 from tf_lbsgd import warm_start
 from tf_lbsgd.analysis.run_outputs import TRAIN_SUMMARY_DIR
@@ -38,7 +39,6 @@ from tf_lbsgd.analysis.run_outputs import VALIDATION_SUMMARY_DIR
 from tf_lbsgd.data import source
 from tf_lbsgd.models import adapt
 from tf_lbsgd.models import layers
-from tf_lbsgd.progress import ProgressReporter
 from tf_lbsgd.trainer import Evaluator
 from tf_lbsgd.trainer import Trainer
 
@@ -259,7 +259,8 @@ def train_model(*args, **kwargs):
     notebook) would otherwise keep, slowing all later work.
     """
     try:
-        return _train_model(*args, **kwargs)
+        with progress.orbit_prints_to_log():
+            return _train_model(*args, **kwargs)
     finally:
         gc.collect()
 
@@ -397,15 +398,18 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     profiler = profiling.StepProfiler(train_dir, profile_steps if chief
                                       else None, steps_per_loop,
                                       run_.global_step)
-    actions = [ProgressReporter(run_.global_step, run_.total_steps,
-                                run_.steps_per_epoch), profiler, watcher]
+    actions = [progress.ProgressReporter(run_.global_step, run_.total_steps,
+                                         run_.steps_per_epoch),
+               profiler, watcher]
+    eval_lines = progress.EvalReporter(run_.global_step, run_.steps_per_epoch)
     controller = orbit.Controller(
-        global_step=run_.global_step, trainer=trainer, evaluator=evaluator,
+        global_step=run_.global_step, trainer=trainer,
+        evaluator=eval_lines.timing(evaluator),
         strategy=strategy, steps_per_loop=steps_per_loop,
         checkpoint_manager=manager,
         summary_dir=train_dir if chief else None,
         eval_summary_dir=validation_dir if chief else None,
-        train_actions=actions)
+        train_actions=actions, eval_actions=[eval_lines])
     if chief and mode == "eval":
         outputs.write_operative_config(
             model_dir, validation_dir, start_step,
