@@ -5,7 +5,8 @@ The commands come from README.md itself:
 - each fenced ```sh / ```bash / ```shell block, one command per logical line
   (`\\` continuations joined, comments dropped);
 - the container command of each ```yaml manifest (the Kubernetes example);
-- each inline code span that is a whole command: a program (`tf-lbsgd`,
+- each inline code span that is a whole command: a program (`tf-lbsgd` and
+  its console scripts `tf-lbsgd-*`,
   `python`, `.venv/bin/...`, `tools/<name>.py`, `make`, `bazel`, `srun`,
   `kubectl`) and at least one argument.
 Every fenced block must name its language, so that a block of commands
@@ -40,6 +41,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import tomllib
 
 import gin
 import pytest
@@ -62,7 +64,7 @@ OTHER_LANGUAGES = ("text", "yaml",  # yaml: its container commands are read.
                    "python")  # Each python block is run as a script.
 _FENCE = re.compile(r"^([ \t]*)```([\w+-]*)[ \t]*$")
 _INLINE_COMMAND = re.compile(
-    r"(tf-lbsgd|python3?|\.venv/bin/\S+|tools/\S+\.py|make|bazel|srun|kubectl)"
+    r"(tf-lbsgd(?:-[\w-]+)?|python3?|\.venv/bin/\S+|tools/\S+\.py|make|bazel|srun|kubectl)"
     r" \S")
 
 # Appended to every `tf-lbsgd` job that runs here: 5 steps of the default
@@ -401,12 +403,26 @@ def tool_script(path):
     return script
 
 
+def console_script(name):
+    """The module file of console script `name` of pyproject.toml's
+    [project.scripts] (`tf-lbsgd-tf-config` -> tf_lbsgd/scripts/tf_config.py),
+    or None."""
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())[
+        "project"]["scripts"]
+    if name not in scripts:
+        return None
+    module = scripts[name].split(":")[0]
+    return REPO_ROOT.joinpath(*module.split(".")).with_suffix(".py")
+
+
 def split_python_command(text):
-    """(script path, args) of `python tools/x.py args` or `tools/x.py args`."""
+    """(script path, args) of `python tools/x.py args`, `tools/x.py args`
+    or a console script's `tf-lbsgd-x args` (its module, which runs as a
+    script too)."""
     argv = shlex.split(text)
     if argv[0] in PYTHON_PROGRAMS:
         argv = argv[1:]
-    return tool_script(argv[0]), argv[1:]
+    return console_script(argv[0]) or tool_script(argv[0]), argv[1:]
 
 
 def check_valid_tf_config(raw, hosts, index):
@@ -639,7 +655,7 @@ def static_example(text, workspace):
 
 
 def run_export_tf_config(text, workspace):
-    """`export TF_CONFIG=$(python tools/tf_config.py ... --index=$I)` in
+    """`export TF_CONFIG=$(tf-lbsgd-tf-config ... --index=$I)` in
     bash for I = 0 and 1: a valid TF_CONFIG for each host."""
     hosts = re.search(r"--hosts=(\S+)", text).group(1).rstrip(")").split(",")
     for index in range(2):
@@ -695,7 +711,7 @@ def static_kubernetes(text, workspace):
 
 
 def run_tf_config_synopsis(text, workspace):
-    """`tools/tf_config.py --hosts=h1:...,h2:...,... --index=I`, run with
+    """`tf-lbsgd-tf-config --hosts=h1:...,h2:...,... --index=I`, run with
     the placeholders filled in (the hosts shown, I = 1)."""
     script, args = split_python_command(text)
     args = [a.replace(",...", "") if a.startswith("--hosts=") else
@@ -707,7 +723,7 @@ def run_tf_config_synopsis(text, workspace):
 
 
 def run_tf_config_slurm(text, workspace):
-    """`tools/tf_config.py --slurm` in the SLURM environment of task 1 of a
+    """`tf-lbsgd-tf-config --slurm` in the SLURM environment of task 1 of a
     2-node job: the TF_CONFIG of node02 at the default port."""
     script, args = split_python_command(text)
     result = workspace.run([sys.executable, script, *args],
@@ -780,6 +796,21 @@ def static_tensorboard(text, workspace):
     del workspace
 
 
+def static_pip_install(text, workspace):
+    """`pip install .` or `pip install '.[extra]'` from the checkout: not
+    run into this environment; the extra is one pyproject.toml defines
+    (tests/test_packaging.py builds the wheel and installs it)."""
+    argv = shlex.split(text)
+    assert argv[:2] == ["pip", "install"] and len(argv) == 3, argv
+    found = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", argv[2])
+    assert found, f"{argv[2]}: not the checkout"
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]
+    for extra in (found.group(1) or "").split(",") if found.group(1) else []:
+        assert extra in extras, f"pyproject.toml has no extra {extra!r}"
+    del workspace
+
+
 def static_bazel(text, workspace):
     """Bazel is not run here (`make bazel-test`: ~20 min): the labels it is
     given are targets of BUILD."""
@@ -825,6 +856,11 @@ REPRODUCE = Rule(run_reproduce_dry, "trains for 10 min (quick) to 3 h "
 BENCHMARK = Rule(static_tool_flags, "a benchmark of 1-15 min; "
                  "tests/test_bench_*.py run each tool tiny")
 BAZEL = Rule(static_bazel, "Bazel takes ~20 min here (make bazel-test)")
+PIP_INSTALL = Rule(static_pip_install, "installs into your own environment; "
+                   "tests/test_packaging.py builds and installs the wheel")
+SCREENSHOT = Rule(static_tool_flags, "needs Chromium and finished runs; "
+                  "tests/test_tensorboard.py reads the same dashboards "
+                  "over HTTP")
 EXAMPLE = Rule(static_example, "trains for minutes on 60,000 images; "
                "tests/test_examples.py runs it on 1,024")
 
@@ -868,7 +904,7 @@ RULES = {
         static_cli_job, "needs a Cloud TPU VM and ImageNet; "
         "tests/test_cli_errors.py runs distribute/tpu on this host without "
         "a TPU"),
-    "tools/tf_config.py --hosts=h1:12345,h2:12345,... --index=I": Rule(
+    "tf-lbsgd-tf-config --hosts=h1:12345,h2:12345,... --index=I": Rule(
         run_tf_config_synopsis, "placeholders: run with the two hosts "
         "shown and I = 1"),
     "tools/summarize_runs.py --out table.md DIR [DIR ...]": Rule(
@@ -884,17 +920,17 @@ RULES = {
     "--gin_bindings='train_lib.run.per_replica_batch_size = None' "
     "--model_dir=runs/two_workers": Rule(
         run_launch_local, "runs with its 2 workers, cut to SHORT_JOB"),
-    "export TF_CONFIG=$(python tools/tf_config.py "
+    "export TF_CONFIG=$(tf-lbsgd-tf-config "
     "--hosts=node1:12345,node2:12345 --index=$I)": Rule(
         run_export_tf_config, "runs in bash for I = 0 and 1"),
-    "tools/tf_config.py --slurm": Rule(
+    "tf-lbsgd-tf-config --slurm": Rule(
         run_tf_config_slurm, "runs in a SLURM job's environment"),
-    "srun bash -c 'TF_CONFIG=$(python tools/tf_config.py --slurm "
+    "srun bash -c 'TF_CONFIG=$(tf-lbsgd-tf-config --slurm "
     "--port=12345) tf-lbsgd --gin_file=experiments/imagenet/resnet50_kn8k "
     "--gin_file=distribute/multi_worker_nccl --model_dir=/shared/runs/8k'":
         Rule(static_srun, "needs a SLURM cluster of GPU hosts and ImageNet: "
              "its script runs with a SLURM environment and the recorder"),
-    "bash -c 'export TF_CONFIG=$(python tools/tf_config.py "
+    "bash -c 'export TF_CONFIG=$(tf-lbsgd-tf-config "
     "--index=${HOSTNAME##*-} --hosts=lbsgd-0.lbsgd:12345,lbsgd-1.lbsgd:12345,"
     "lbsgd-2.lbsgd:12345,lbsgd-3.lbsgd:12345) && exec tf-lbsgd "
     "--gin_file=experiments/imagenet/resnet50_kn8k "
@@ -905,6 +941,7 @@ RULES = {
     "python tools/bench_train_step.py --model=resnet50 --rounds=2": BENCHMARK,
     "python tools/bench_train_step.py --model=small --rounds=3": BENCHMARK,
     "python tools/bench_input_pipeline.py": BENCHMARK,
+    "tools/bench_train_step.py --precision=float32,mixed_bfloat16": BENCHMARK,
     "python tools/bench_scaling.py --measure_compute": BENCHMARK,
     "tools/launch_local.py --cores-per-worker 1": Rule(
         static_tool_flags, "a fragment (the launcher options of "
@@ -917,6 +954,14 @@ RULES = {
     "--report=docs/reproduction.md": REPRODUCE,
     ".venv/bin/python tools/reproduce.py --preset=full --large_kn=1024 "
     "--report=docs/reproduction_kn1024.md": REPRODUCE,
+    "pip install .": PIP_INSTALL,
+    "pip install '.[gpu]'": PIP_INSTALL,
+    "pip install '.[profile]'": PIP_INSTALL,
+    ".venv/bin/python tools/tensorboard_screenshot.py --logdir=runs "
+    "--output=docs/tensorboard_scalars.png": SCREENSHOT,
+    ".venv/bin/python tools/tensorboard_screenshot.py --logdir=runs "
+    "--dashboard=hparams --window_size=2400,470 "
+    "--output=docs/tensorboard_hparams.png": SCREENSHOT,
     "bazel test //...": BAZEL,
     "bazel test //:test_schedules": BAZEL,
     "bazel clean --expunge": BAZEL,
@@ -1054,10 +1099,13 @@ def test_reading_flags_and_comments():
     assert rewrite_flags(["--out", "t.md", "--model_dir=r", "D", "--o=x"],
                          ["out", "model_dir"], str.upper) == [
         "--out=T.MD", "--model_dir=R", "D", "--o=x"]
-    tf_config_flags = defined_flags(REPO_ROOT / "tools" / "tf_config.py")
-    assert {"hosts", "index", "slurm", "noslurm", "port"} <= tf_config_flags
+    tf_config = flag_source(REPO_ROOT / "tools" / "tf_config.py")
+    assert tf_config == console_script("tf-lbsgd-tf-config")
+    assert {"hosts", "index", "slurm", "noslurm", "port"} <= defined_flags(
+        tf_config)
     assert {"workers", "cores-per-worker"} <= defined_flags(
-        REPO_ROOT / "tools" / "launch_local.py")
+        flag_source(REPO_ROOT / "tools" / "launch_local.py"))
+    assert console_script("tf-lbsgd-no-such-script") is None
     assert "measure_compute" in defined_flags(
         REPO_ROOT / "tools" / "bench_scaling.py")
     with pytest.raises(AssertionError, match="no such flag"):
