@@ -18,6 +18,7 @@ import pytest
 from tensorboard.plugins.hparams import metadata
 import tensorflow as tf
 
+import tf_lbsgd
 from tf_lbsgd import distribute
 from tf_lbsgd import hparams
 from tf_lbsgd import profiling
@@ -219,3 +220,20 @@ def test_train_model_refuses_bad_profile_steps_before_writing(tmp_path):
             _model_fn, tf.distribute.get_strategy(), mode="train",
             per_replica_batch_size=8, epochs=1, profile_steps=[2, 1])
     assert not (tmp_path / "run").exists()
+
+
+def test_the_api_profiles_the_recipe_steps(tmp_path):
+    model_dir = str(tmp_path / "api")
+    tf_lbsgd.train(_model_fn, _arrays(16, 0), model_dir, num_classes=CLASSES,
+                   recipe=tf_lbsgd.Recipe(
+                       epochs=1, global_batch_size=8, steps_per_loop=1,
+                       export=False, profile_steps=(2, 2)))
+    (profile,) = _profiles(os.path.join(model_dir, "train"))
+    assert os.path.getsize(profile) > 0
+    with pytest.raises(ValueError, match=r"^Recipe\.profile_steps must be "
+                       r".*, got \(0, 1\)"):
+        tf_lbsgd.train(_model_fn, _arrays(16, 0), str(tmp_path / "bad"),
+                       num_classes=CLASSES, recipe=tf_lbsgd.Recipe(
+                           epochs=1, global_batch_size=8,
+                           profile_steps=(0, 1)))
+    assert not (tmp_path / "bad").exists()

@@ -46,7 +46,7 @@ class Recipe:
     Optimizer (R5-R7, `optimizers.MomentumSGD`): momentum SGD with L2
     decay of the weights `decay_rule` picks (default: matrices and kernels).
     The rest: precision, XLA, loss, metrics, loop, checkpoints, warm start,
-    export (see `train_lib.train_model`).
+    export and the profiler's `profile_steps` (see `train_lib.train_model`).
     """
 
     epochs: float
@@ -82,6 +82,7 @@ class Recipe:
     init_checkpoint: Optional[str] = None
     init_skip_classifier: bool = False
     export: bool = True
+    profile_steps: Optional[Sequence[int]] = None
 
     def __post_init__(self):
         if (isinstance(self.epochs, bool)
@@ -219,4 +220,5 @@ def train(model, train_data, model_dir, *, recipe, eval_data=None,
             compression=recipe.gradient_compression),
         init_checkpoint=recipe.init_checkpoint,
         init_skip_classifier=recipe.init_skip_classifier,
-        export=recipe.export, where="Recipe.")
+        export=recipe.export, profile_steps=recipe.profile_steps,
+        where="Recipe.")
