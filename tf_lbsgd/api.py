@@ -21,7 +21,7 @@ same model_dir and resuming from it.
 
 import dataclasses
 import functools
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import tensorflow as tf
 
@@ -68,7 +68,7 @@ class Recipe:
     decay_bias: bool = False
     decay_rule: Optional[Callable] = None
     precision: str = "float32"
-    jit_compile: bool = False
+    jit_compile: Union[bool, str] = False  # Or 'auto': see train_lib.
     label_smoothing: float = 0.0
     eval_top_k: Sequence[int] = (1, 5)
     bytes_per_pack: int = 0

@@ -183,7 +183,7 @@ def main(argv):
     lock = (run_lock.hold(_MODEL_DIR.value)
             if cluster.is_chief_task(tf_config) else contextlib.nullcontext())
     try:
-        with lock:
+        with lock, train_lib.exit_follows_run():
             metrics = train_lib.run(_MODEL_DIR.value, mode=_MODE.value)
     except run_lock.ModelDirLocked as e:  # Another run holds model_dir.
         return _config_error(e)

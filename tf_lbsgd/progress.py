@@ -232,6 +232,9 @@ def _training_line(metrics):
              f"{format_duration(metrics['train_wall_time_s'])} training time"]
     if metrics.get("examples_per_second"):
         parts.append(f"{metrics['examples_per_second']:.0f} images/s")
+    if metrics.get("xla"):
+        parts.append(f"XLA {'on' if metrics['xla']['jit_compile'] else 'off'}"
+                     f" ({metrics['xla']['reason']})")
     for key, what in (("skipped_steps", "steps skipped (loss scale)"),
                       ("skipped_images", "images skipped (unreadable)")):
         if metrics.get(key):

@@ -7,6 +7,7 @@ Python API, `api.train`, is a user of it); `run` is the one
 inside `strategy.scope()`.
 """
 
+import contextlib
 import dataclasses
 import gc
 import os
@@ -34,6 +35,7 @@ from tf_lbsgd import profiling
 from tf_lbsgd import progress
 from tf_lbsgd import schedules
 from tf_lbsgd import warm_start
+from tf_lbsgd import xla_choice
 from tf_lbsgd.analysis.run_outputs import TRAIN_SUMMARY_DIR
 from tf_lbsgd.analysis.run_outputs import VALIDATION_SUMMARY_DIR
 from tf_lbsgd.data import source
@@ -153,6 +155,7 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
         "loss_scale": precision_lib.loss_scale(run.optimizer),
         "examples_per_second": steps_done * global_batch / seconds
         if steps_done and seconds > 0 else None,
+        "xla": run.xla,
     }
     if not steps_done:  # Nothing trained now: keep the earlier throughput.
         metrics["examples_per_second"] = earlier.get("examples_per_second")
@@ -250,19 +253,39 @@ def _export(run_, statistics, model_dir, chief):
         step=int(run_.global_step.numpy()), write=chief)
 
 
+_collect_after_run = [True]
+
+
+@contextlib.contextmanager
+def exit_follows_run():
+    """Within it, `train_model` leaves its input pipelines uncollected.
+
+    For a process that exits as soon as the run returns (the CLI): the
+    destructor of a tf.data iterator waits for its threads, which held a
+    finished quick check 40-110 s before its summary in 2 of 3 runs here.
+    """
+    _collect_after_run.append(False)
+    try:
+        yield
+    finally:
+        _collect_after_run.pop()
+
+
 def train_model(*args, **kwargs):
     """Trains, evaluates or exports a model: see `_train_model`'s Args.
 
     The run's input pipelines sit in reference cycles (tf.function, orbit,
     tf.distribute iterators): a collection after each run frees them and
     their threads, 18 a run that a long process (the test suite, a
-    notebook) would otherwise keep, slowing all later work.
+    notebook) would otherwise keep, slowing all later work (not within
+    `exit_follows_run`).
     """
     try:
         with progress.orbit_prints_to_log():
             return _train_model(*args, **kwargs)
     finally:
-        gc.collect()
+        if _collect_after_run[-1]:
+            gc.collect()
 
 
 def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
@@ -301,7 +324,10 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
         precision: `float32`, `mixed_float16` (with dynamic loss scaling,
             `precision.with_loss_scaling`) or `mixed_bfloat16`.
         jit_compile: compile the forward and backward pass with XLA (the
-            model is built under `layers.built_for_xla(jit_compile)`).
+            model is built under `layers.built_for_xla(jit_compile)`):
+            True, False, or 'auto' for what was measured fastest on this
+            kind of processor (`xla_choice.choose_jit_compile`); the choice
+            and why are in metrics.json's `xla`.
         schedule_fn: callable(global_batch_size=, steps_per_epoch=,
             total_epochs=) returning the learning-rate schedule; None for
             `schedules.build_learning_rate_schedule` (R1-R4).
@@ -344,6 +370,10 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     if epochs is None:
         raise ValueError(f"{where}epochs is required")
     profiling.check_profile_steps(profile_steps, f"{where}profile_steps")
+    jit_compile, xla_reason = xla_choice.choose_jit_compile(
+        jit_compile, [] if jit_compile != xla_choice.AUTO else
+        xla_choice.local_accelerators(), where=where)
+    logging.info("XLA %s (%s)", "on" if jit_compile else "off", xla_reason)
     strategy = strategy or distribute.build_strategy()
     n, global_batch = resolve_batch_sizes(strategy.num_replicas_in_sync,
                                           per_replica_batch_size,
@@ -353,6 +383,7 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     schedule_fn = schedule_fn or schedules.build_learning_rate_schedule
     run_ = _Run(strategy, data, model, global_batch, epochs, seed, precision,
                 jit_compile, schedule_fn, optimizer_fn or optimizers.MomentumSGD)
+    run_.xla = {"jit_compile": jit_compile, "reason": xla_reason}
     if init_path:  # A resumed run's own checkpoint overrides it below.
         logging.info("%s", warm_start.initialize_from_checkpoint(
             run_.model, init_path, skip_classifier=init_skip_classifier))
