@@ -8,7 +8,7 @@ Run the whole recipe on your model and data (`api`, `train_lib`):
 Your data as the run's input (`data.adapters`, `data.source`):
     from_arrays, from_dataset, example_seeds, DataSource
 The recipe's pieces for your own Keras code (`model.compile`/`model.fit`):
-    MomentumSGD, decays_variable (R5-R7);
+    MomentumSGD, decays_variable (R5-R7); LARS (past 8k, You et al. 2017);
     build_learning_rate_schedule, linear_scaling_rule, GradualWarmup,
     ConstantWarmup, StepDecay, CosineDecay, ConstantLR (R1-R4);
     WorkerBatchNorm and, for model.fit, SyncReplicaStatistics (R9); global_batch_loss (R8),
@@ -34,6 +34,7 @@ _PUBLIC = {
     "DataSource": "tf_lbsgd.data.source",
     "MomentumSGD": "tf_lbsgd.optimizers",
     "decays_variable": "tf_lbsgd.optimizers",
+    "LARS": "tf_lbsgd.lars",
     "build_learning_rate_schedule": "tf_lbsgd.schedules",
     "linear_scaling_rule": "tf_lbsgd.schedules",
     "GradualWarmup": "tf_lbsgd.schedules",
