@@ -40,14 +40,39 @@ def tiny(tmp_path_factory):
 def test_sweep_then_ablations_at_the_chosen_size(tiny):
     runs, _, result = tiny
     assert sorted(os.listdir(runs)) == [
-        "kn32-gradual_warmup-s0", "kn64-gradual_warmup-s0",
-        "kn64-no_warmup-s0"]
+        "kn32-gradual_warmup-s0", "kn32-lars-s0", "kn64-gradual_warmup-s0",
+        "kn64-lars-s0", "kn64-no_warmup-s0"]
     assert "ablations at kn = 64" in result.stdout
     with open(runs / "kn64-no_warmup-s0" / "operative_config.gin") as f:
         config = f.read()
     assert "build_learning_rate_schedule.warmup = 'none'" in config
     assert "resnet_cifar.bn_group_size = 16" in config  # n = 16, k = 4.
     assert "run.global_batch_size = 64" in config
+
+
+def test_the_layerwise_optimizer_runs_at_every_size(tiny):
+    runs, report, _ = tiny
+    lars_variant = grid.VARIANTS["lars"]
+    for kn in (32, 64):
+        with open(runs / f"kn{kn}-lars-s0" / "operative_config.gin") as f:
+            config = f.read()
+        assert "run.optimizer_fn = @LARS" in config
+        assert (f"LARS.trust_coefficient = "
+                f"{lars_variant.trust_coefficient!r}") in config
+        assert (f"build_learning_rate_schedule.base_lr = "
+                f"{lars_variant.base_lr!r}") in config
+    text = report.read_text()
+    assert "## Past the limit: layer-wise adaptive rates" in text
+    assert "LARS (You et al. 2017): eta" in text
+    lars_64 = f"| 64 | 4 | 0.05 x 2 = 0.1 |"
+    assert lars_64 in text
+    with open(report.parent / "reproduction" / "results.json") as f:
+        numbers = json.load(f)
+    with open(runs / "kn64-lars-s0" / "metrics.json") as f:
+        history = json.load(f)["eval"]["top1_error_history"]
+    assert numbers["layerwise"]["lars"]["64"]["mean"] == pytest.approx(
+        100 * statistics.median(history))
+    assert len(numbers["layerwise_findings"]) == 1
 
 
 def test_report_tables_and_figures(tiny):
@@ -82,7 +107,7 @@ def test_a_second_run_trains_nothing_and_redraws(tiny, capsys):
     report.unlink()
     outcome = runner.run(TINY, str(runs), str(report), report_only=True)
     assert outcome.large_kn == 64
-    assert capsys.readouterr().out.count("(finished earlier)") == 3
+    assert capsys.readouterr().out.count("(finished earlier)") == 5
     assert report.read_text().startswith("# Goyal et al. 2017 at small scale")
     assert logs == {p: (runs / p / "log.txt").stat().st_size
                     for p in os.listdir(runs)}
@@ -100,12 +125,21 @@ def test_bad_requests_name_the_problem(tiny, tmp_path):
                  report_only=True)
 
 
+def test_a_seed_outside_the_preset_is_refused(tmp_path):
+    result = _reproduce("--seeds=3", "--dry_run",
+                        f"--runs_dir={tmp_path / 'runs'}")
+    assert result.returncode == 1
+    assert ("reproduce: error: --seeds: seeds [3] are not a non-empty subset "
+            "of the seeds of preset 'tiny', [0]") in result.stderr
+    assert not os.path.exists(tmp_path / "runs")
+
+
 def test_dry_run_prints_the_cli_commands(tmp_path, capsys):
     runner.run(TINY, str(tmp_path / "runs"), str(tmp_path / "r.md"),
                dry_run=True)
     lines = [l for l in capsys.readouterr().out.splitlines()
              if "-m tf_lbsgd" in l]
-    assert len(lines) == 2 + 1  # The sweep, then the ablation.
+    assert len(lines) == 2 + 1 + 2  # The sweep, the ablation, LARS.
     assert "resnet_cifar.bn_group_size = 16" in lines[0]
     assert not os.listdir(tmp_path)
 

@@ -6,6 +6,7 @@ import math
 import statistics
 
 import numpy as np
+import gin
 import pytest
 import tensorflow as tf
 
@@ -87,12 +88,44 @@ def test_full_preset_grid():
     assert FULL.decay_epochs == (2.0, 4.0, 5.333333)
     assert FULL.workers(4096) == 256
     assert FULL.total_steps(4096) == 88  # 6 epochs of 14.6 steps.
+    layerwise = grid.layerwise_points(FULL)
+    assert len(layerwise) == 3 * 2 * 8  # seeds x (LARS, LAMB) x sizes
+    assert {p.variant for p in layerwise} == {"lars", "lamb"}
+
+
+@pytest.mark.parametrize("variant, optimizer", [("lars", "LARS"),
+                                                ("lamb", "LAMB")])
+def test_layerwise_points_bind_their_optimizer_and_rate(variant, optimizer):
+    point = grid.Point(variant, 1024, 1)
+    bindings = grid.gin_bindings(point, FULL)
+    assert f"train_lib.run.optimizer_fn = @{optimizer}" in bindings
+    base = grid.VARIANTS[variant].base_lr
+    assert (f"schedules.build_learning_rate_schedule.base_lr = {base!r}"
+            in bindings)
+    assert FULL.peak_lr(variant, 1024) == pytest.approx(base * 32)
+    config.parse([grid.GIN_FILE], bindings)
+    optimizer_fn = gin.query_parameter("train_lib.run.optimizer_fn")
+    built = optimizer_fn.scoped_configurable_fn(learning_rate=0.1,
+                                                aggregate_gradients=False)
+    assert type(built).__name__ == optimizer
+
+
+def test_a_subset_of_seeds_keeps_the_run_names():
+    first = grid.with_seeds(FULL, ["0"])
+    assert first.seeds == (0,) and first.sizes == FULL.sizes
+    assert grid.sweep_points(first)[0].name == "kn32-gradual_warmup-s0"
+    with pytest.raises(ValueError, match=r"seeds \[7\] are not a non-empty "
+                       r"subset of the seeds of preset 'full', \[0, 1, 2\]"):
+        grid.with_seeds(FULL, ["7"])
+    with pytest.raises(ValueError, match="seed 'x' is not an integer"):
+        grid.with_seeds(FULL, ["x"])
 
 
 @pytest.mark.parametrize("changes,message", [
     ({"sizes": (64, 32)}, "ascending"),
     ({"sizes": (32, 40)}, r"sizes \[40\] are not multiples of n = 16"),
     ({"ablations": ("no_warmups",)}, "unknown ablations"),
+    ({"layerwise": ("adam",)}, "unknown layer-wise variants"),
     ({"seeds": ()}, "has no seeds"),
     ({"final_eval_spacing": 0.5}, "before the last decay at 5.33333"),
 ])
@@ -223,6 +256,26 @@ def test_findings_compare_with_the_papers_differences():
     assert no_warmup.paper.startswith("+1.10 pp")
     unscaled = found["The rate not scaled (eta of the baseline) is far worse"]
     assert unscaled.ours == "+11.80 pp"  # One seed left: no standard error.
+
+
+def test_layerwise_findings_name_the_sizes_a_layerwise_rate_rescues():
+    outcome = _outcome()  # Baseline 8.1; linear scaling fails at 128 only.
+    outcome.layerwise = {
+        "lars": {32: _summary(8.3, 8.5), 64: _summary(8.9, 9.1),
+                 128: _summary(8.4, 8.6)},
+        "lamb": {32: _summary(8.0, 8.2), 64: _summary(8.1, 8.3),
+                 128: _summary(11.0, 11.2)}}
+    lars, lamb = findings.layerwise_findings(outcome)
+    assert lars.claim.startswith("LARS (You et al. 2017) keeps the error "
+                                 "within 0.5 pp")
+    assert lars.ours == "kn = 128: +0.40 pp +- 0.14"
+    assert lars.verdict == ("yes at kn = 128 (and it misses the baseline at "
+                            "kn = 64, where linear scaling matches)")
+    assert lamb.ours == "kn = 128: +3.00 pp +- 0.14"
+    assert lamb.verdict == "no"
+    table = report.layerwise_table(outcome)
+    assert ("| 128 | 8 | 0.05 x 4 = 0.2 | 10.00 +- 0.14 | +1.90 (no) | "
+            "0.75 x 4 = 3 | 8.50 +- 0.14 | +0.40 |") in table
 
 
 def test_the_scaling_finding_reads_the_sweep_not_the_ablation_size():

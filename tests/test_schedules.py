@@ -135,6 +135,43 @@ def test_cosine_decay_too_short():
         schedules.CosineDecay(1.0, 10, 0.01)
 
 
+@pytest.mark.parametrize("power", [1.0, 2.0, 0.5])
+def test_polynomial_decay_matches_numpy(power):
+    peak, final, spe = 2.0, 0.1, 7.5
+    sched = schedules.PolynomialDecay(peak, spe, 4, power=power,
+                                      final_lr=final, start_epochs=2)
+    start, total = 15, 30  # epochs 2 and 4 at 7.5 steps an epoch
+    t = np.array([0, 14, 15, 16, 22, 29, 30, 31, 100])
+    done = np.clip(t - start, 0, total - start) / (total - start)
+    expected = final + (peak - final) * (1 - done) ** power
+    np.testing.assert_allclose(_values(sched, t), expected, rtol=1e-6,
+                               atol=1e-7)
+
+
+def test_polynomial_decay_checks_its_numbers():
+    with pytest.raises(ValueError, match="from epoch 4 to 4"):
+        schedules.PolynomialDecay(1.0, 10, 4, start_epochs=4)
+    with pytest.raises(ValueError, match="power must be > 0, got 0"):
+        schedules.PolynomialDecay(1.0, 10, 4, power=0)
+
+
+def test_build_lars_reference_schedule():
+    """The TF reference LARS schedule at kn = 16k (tensorflow/tpu
+    lars_util.poly_rate_schedule): from 0 up to 25 in 5 epochs, then
+    25 * (1 - (t - W) / (T - W))^2 to 0 at epoch 90."""
+    spe = 1281167 / 16384
+    sched = schedules.build_learning_rate_schedule(
+        16384, spe, base_lr=25.0, base_batch_size=16384, warmup_epochs=5,
+        decay="polynomial", decay_power=2.0, warmup_start_lr=0.0,
+        total_epochs=90)
+    w, total = _nearest(5 * spe), _nearest(90 * spe)
+    t = np.array([0, w // 2, w, (w + total) // 2, total - 1, total])
+    expected = np.where(t < w, 25.0 * t / w,
+                        25.0 * (1 - (t - w) / (total - w)) ** 2)
+    np.testing.assert_allclose(_values(sched, t), expected, rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_constant_lr():
     np.testing.assert_allclose(_values(schedules.ConstantLR(0.7), [0, 5, 10**6]),
                                [0.7] * 3, rtol=1e-7)
@@ -212,6 +249,8 @@ def _all_schedules():
     cosine = schedules.CosineDecay(3.2, SPE_8K, 90, final_lr=0.01)
     return [
         step, cosine, schedules.ConstantLR(3.2),
+        schedules.PolynomialDecay(25.0, SPE_8K, 90, power=2.0, final_lr=0.01,
+                                  start_epochs=5),
         schedules.GradualWarmup(step, 0.1, 5, SPE_8K),
         schedules.ConstantWarmup(cosine, 0.1, 5, SPE_8K),
     ]
@@ -245,7 +284,7 @@ def test_every_public_schedule_is_registered_with_keras_and_gin():
     public = [c for c in _schedule_classes() if not c.__name__.startswith("_")]
     assert {c.__name__ for c in public} == {
         "StepDecay", "CosineDecay", "ConstantLR", "GradualWarmup",
-        "ConstantWarmup"}
+        "ConstantWarmup", "PolynomialDecay"}
     for cls in public:
         name = cls.__name__
         assert keras.saving.get_registered_name(cls) == f"tf_lbsgd>{name}"
@@ -311,6 +350,7 @@ def test_build_below_reference_batch_does_not_warm_down(warmup):
     ({"warmup": "none"}, schedules.StepDecay),
     ({"warmup": "none", "decay": "cosine"}, schedules.CosineDecay),
     ({"warmup": "none", "decay": "constant"}, schedules.ConstantLR),
+    ({"warmup": "none", "decay": "polynomial"}, schedules.PolynomialDecay),
 ])
 def test_build_types(kwargs, expected_type):
     sched = schedules.build_learning_rate_schedule(1024, 100, **kwargs)

@@ -8,9 +8,11 @@ Run the whole recipe on your model and data (`api`, `train_lib`):
 Your data as the run's input (`data.adapters`, `data.source`):
     from_arrays, from_dataset, example_seeds, DataSource
 The recipe's pieces for your own Keras code (`model.compile`/`model.fit`):
-    MomentumSGD, decays_variable (R5-R7); LARS (past 8k, You et al. 2017);
+    MomentumSGD, decays_variable (R5-R7); LARS, LAMB (past 8k, You et al.
+    2017 and 2019);
     build_learning_rate_schedule, linear_scaling_rule, GradualWarmup,
-    ConstantWarmup, StepDecay, CosineDecay, ConstantLR (R1-R4);
+    ConstantWarmup, StepDecay, CosineDecay, ConstantLR (R1-R4),
+    PolynomialDecay (LARS' poly decay);
     WorkerBatchNorm and, for model.fit, SyncReplicaStatistics (R9); global_batch_loss (R8),
     SoftmaxCrossEntropy (with label smoothing);
     GradientAllReduce
@@ -35,6 +37,7 @@ _PUBLIC = {
     "MomentumSGD": "tf_lbsgd.optimizers",
     "decays_variable": "tf_lbsgd.optimizers",
     "LARS": "tf_lbsgd.lars",
+    "LAMB": "tf_lbsgd.lamb",
     "build_learning_rate_schedule": "tf_lbsgd.schedules",
     "linear_scaling_rule": "tf_lbsgd.schedules",
     "GradualWarmup": "tf_lbsgd.schedules",
@@ -42,6 +45,7 @@ _PUBLIC = {
     "StepDecay": "tf_lbsgd.schedules",
     "CosineDecay": "tf_lbsgd.schedules",
     "ConstantLR": "tf_lbsgd.schedules",
+    "PolynomialDecay": "tf_lbsgd.schedules",
     "WorkerBatchNorm": "tf_lbsgd.models.layers",
     "SyncReplicaStatistics": "tf_lbsgd.models.layers",
     "global_batch_loss": "tf_lbsgd.losses",

@@ -27,12 +27,17 @@ import tensorflow as tf
 
 from tf_lbsgd import allreduce
 from tf_lbsgd import distribute
+from tf_lbsgd import lamb
+from tf_lbsgd import lars
 from tf_lbsgd import losses
 from tf_lbsgd import optimizers
 from tf_lbsgd import schedules
 from tf_lbsgd import train_lib
 from tf_lbsgd.data import adapters
 from tf_lbsgd.data import source
+
+
+OPTIMIZERS = ("momentum", "lars", "lamb")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +50,12 @@ class Recipe:
     reached by a `warmup` over `warmup_epochs`, then decayed by `decay`.
     Optimizer (R5-R7, `optimizers.MomentumSGD`): momentum SGD with L2
     decay of the weights `decay_rule` picks (default: matrices and kernels).
+    Past 8k, `optimizer='lars'` (`lars.LARS`, with `trust_coefficient`) or
+    `'lamb'` (`lamb.LAMB`; `l2_weight_decay` is its decay), usually with
+    `decay='polynomial'` (`decay_power`) and `warmup_start_lr=0`; or any
+    factory called as `optimizer(learning_rate=, aggregate_gradients=False)`.
+    `use_ema` keeps a moving average of the weights (`ema_momentum`), which
+    the evaluations and the export use.
     The rest: precision, XLA, loss, metrics, loop, checkpoints, warm start,
     export and the profiler's `profile_steps` (see `train_lib.train_model`).
     """
@@ -60,6 +71,10 @@ class Recipe:
     decay: str = "step"
     decay_epochs: Sequence[float] = (30, 60, 80)
     decay_factor: float = 0.1
+    decay_power: float = 2.0
+    warmup_start_lr: Optional[float] = None
+    optimizer: Union[str, Callable] = "momentum"
+    trust_coefficient: float = 0.001
     momentum: float = 0.9
     nesterov: bool = False
     velocity_form: str = "unscaled"
@@ -67,6 +82,8 @@ class Recipe:
     l2_weight_decay: float = 1e-4
     decay_bias: bool = False
     decay_rule: Optional[Callable] = None
+    use_ema: bool = False
+    ema_momentum: float = 0.99
     precision: str = "float32"
     jit_compile: Union[bool, str] = False  # Or 'auto': see train_lib.
     label_smoothing: float = 0.0
@@ -94,6 +111,10 @@ class Recipe:
                 self.per_replica_batch_size is None):
             raise ValueError("Recipe needs global_batch_size (kn) or "
                              "per_replica_batch_size (n)")
+        if not callable(self.optimizer) and self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Recipe.optimizer must be one of {OPTIMIZERS} "
+                             f"or an optimizer factory, got "
+                             f"{self.optimizer!r}")
 
     def schedule_fn(self):
         """`build_learning_rate_schedule` with this recipe's settings."""
@@ -102,16 +123,33 @@ class Recipe:
             base_batch_size=self.base_batch_size, scaling=self.scaling,
             warmup=self.warmup, warmup_epochs=self.warmup_epochs,
             decay=self.decay, decay_epochs=tuple(self.decay_epochs),
-            decay_factor=self.decay_factor)
+            decay_factor=self.decay_factor, decay_power=self.decay_power,
+            warmup_start_lr=self.warmup_start_lr)
 
     def optimizer_fn(self):
-        """`MomentumSGD` with this recipe's settings."""
-        return functools.partial(
-            optimizers.MomentumSGD, momentum=self.momentum,
-            nesterov=self.nesterov, velocity_form=self.velocity_form,
-            momentum_correction=self.momentum_correction,
+        """The optimizer's factory with this recipe's settings: `MomentumSGD`,
+        `LARS`, `LAMB` or the recipe's own `optimizer`."""
+        ema_settings = ({"use_ema": True, "ema_momentum": self.ema_momentum}
+                        if self.use_ema else {})
+        if callable(self.optimizer):
+            return functools.partial(self.optimizer, **ema_settings)
+        if self.optimizer == "lamb":
+            return functools.partial(
+                lamb.LAMB, l2_weight_decay=self.l2_weight_decay,
+                decay_bias=self.decay_bias, decay_rule=self.decay_rule,
+                **ema_settings)
+        momentum_settings = dict(
+            momentum=self.momentum, nesterov=self.nesterov,
             l2_weight_decay=self.l2_weight_decay, decay_bias=self.decay_bias,
-            decay_rule=self.decay_rule)
+            decay_rule=self.decay_rule, **ema_settings)
+        if self.optimizer == "lars":
+            return functools.partial(
+                lars.LARS, trust_coefficient=self.trust_coefficient,
+                **momentum_settings)
+        return functools.partial(
+            optimizers.MomentumSGD, velocity_form=self.velocity_form,
+            momentum_correction=self.momentum_correction,
+            **momentum_settings)
 
 
 def build_strategy(kind="mirrored", num_replicas=None, **options):

@@ -10,6 +10,8 @@ import gin
 
 # Importing these registers their configurables with gin.
 from tf_lbsgd import distribute  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd import lamb  # noqa: F401  pylint: disable=unused-import
+from tf_lbsgd import lars  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd import optimizers  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd import schedules  # noqa: F401  pylint: disable=unused-import
 from tf_lbsgd import train_lib  # noqa: F401  pylint: disable=unused-import

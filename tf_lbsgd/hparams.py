@@ -45,13 +45,17 @@ HPARAMS = {
     "lr/peak": "scaled learning rate reached after warmup",
     "lr/warmup": "gradual (R2), constant (R3) or none",
     "lr/warmup_epochs": "warmup length in epochs",
-    "lr/decay": "schedule after warmup: step (R4), cosine, constant or a "
-                "class name",
+    "lr/decay": "schedule after warmup: step (R4), cosine, polynomial, "
+                "constant or a class name",
+    "lr/decay_power": "exponent of the polynomial decay",
     "lr/decay_epochs": "step-decay boundaries in epochs",
     "lr/decay_factor": "step-decay multiplier",
     "optimizer": "optimizer class",
     "optimizer/momentum": "momentum",
     "optimizer/weight_decay": "L2 weight decay",
+    "optimizer/trust_coefficient": "LARS' trust coefficient",
+    "optimizer/ema_momentum": "momentum of the weights' moving average, "
+                              "if the evaluations use it",
     "precision": "float32, mixed_float16 or mixed_bfloat16",
     "seed": "seed of the weights, shuffle and augmentation",
 }
@@ -65,7 +69,8 @@ _DATASET_TYPES = {TRAIN_SUMMARY_DIR: hp.Metric.TRAINING,
 _WARMUP_KINDS = {schedules.GradualWarmup: "gradual",
                  schedules.ConstantWarmup: "constant"}
 _DECAY_KINDS = {schedules.StepDecay: "step", schedules.CosineDecay: "cosine",
-                schedules.ConstantLR: "constant"}
+                schedules.ConstantLR: "constant",
+                schedules.PolynomialDecay: "polynomial"}
 
 
 def builder_arguments(schedule_fn):
@@ -109,6 +114,8 @@ def _schedule_hparams(schedule):
         values["lr/decay_epochs"] = ",".join(
             f"{epoch:g}" for epoch in schedule.boundaries_epochs)
         values["lr/decay_factor"] = float(schedule.factor)
+    if isinstance(schedule, schedules.PolynomialDecay):
+        values["lr/decay_power"] = float(schedule.power)
     return values
 
 
@@ -120,8 +127,13 @@ def _optimizer_hparams(optimizer):
     momentum = getattr(optimizer, "momentum", None)
     decay = getattr(optimizer, "l2_weight_decay",
                     getattr(optimizer, "weight_decay", None))
+    ema = (getattr(optimizer, "ema_momentum", None)
+           if getattr(optimizer, "use_ema", False) else None)
     for name, value in (("optimizer/momentum", momentum),
-                        ("optimizer/weight_decay", decay)):
+                        ("optimizer/weight_decay", decay),
+                        ("optimizer/trust_coefficient",
+                         getattr(optimizer, "trust_coefficient", None)),
+                        ("optimizer/ema_momentum", ema)):
         if isinstance(value, numbers.Real):
             values[name] = float(value)
     return values

@@ -22,7 +22,7 @@ from tf_lbsgd.analysis.recipe_math import epochs_to_steps
 from tf_lbsgd.analysis.recipe_math import scaled_learning_rate
 
 _WARMUPS = ("gradual", "constant", "none")
-_DECAYS = ("step", "cosine", "constant")
+_DECAYS = ("step", "cosine", "polynomial", "constant")
 
 _LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -172,6 +172,71 @@ class CosineDecay(_LearningRateSchedule):
 
 @gin.register
 @keras.saving.register_keras_serializable(package="tf_lbsgd")
+class PolynomialDecay(_LearningRateSchedule):
+    """Polynomial decay from ``peak_lr`` to ``final_lr``: LARS' schedule.
+
+    With S = epochs_to_steps(start_epochs) and T = epochs_to_steps(
+    total_epochs)::
+
+        lr(t) = final_lr + (peak_lr - final_lr) * (1 - (t - S) / (T - S))^power
+
+    for S <= t <= T, ``peak_lr`` before S and ``final_lr`` after T. You et
+    al. (arXiv:1708.03888, Sec. 6; "poly(2)") train ImageNet past 8k with
+    power 2; `build_learning_rate_schedule` starts it where the warmup ends
+    (S = the warmup's length), as MLPerf's LARS ResNet-50 does. Not in
+    Goyal et al.
+
+    Args:
+        peak_lr: Rate up to S, >= 0.
+        steps_per_epoch: Iterations per epoch, > 0 (may be fractional).
+        total_epochs: End of the decay in epochs.
+        power: The exponent, > 0 (1: linear decay).
+        final_lr: Rate at and after T, >= 0.
+        start_epochs: Start of the decay in epochs, below total_epochs.
+
+    Raises:
+        ValueError: For invalid numbers or a decay shorter than one iteration.
+    """
+
+    def __init__(self, peak_lr, steps_per_epoch, total_epochs, power=2.0,
+                 final_lr=0.0, start_epochs=0.0):
+        super().__init__()
+        self.peak_lr = checks.non_negative("peak_lr", peak_lr)
+        self.steps_per_epoch = checks.positive("steps_per_epoch", steps_per_epoch)
+        self.total_epochs = checks.non_negative("total_epochs", total_epochs)
+        self.power = checks.positive("power", power)
+        self.final_lr = checks.non_negative("final_lr", final_lr)
+        self.start_epochs = checks.non_negative("start_epochs", start_epochs)
+        self.start_step = epochs_to_steps(self.start_epochs, self.steps_per_epoch)
+        self.total_steps = epochs_to_steps(self.total_epochs, self.steps_per_epoch)
+        if self.total_steps - self.start_step < 1:
+            raise ValueError(
+                f"the polynomial decay from epoch {start_epochs!r} to "
+                f"{total_epochs!r} is shorter than one iteration at "
+                f"steps_per_epoch={steps_per_epoch!r}")
+
+    def __call__(self, step):
+        """Returns the float32 rate at iteration ``step`` (elementwise)."""
+        length = float(self.total_steps - self.start_step)
+        done = tf.clip_by_value(_float_step(step) - float(self.start_step),
+                                0.0, length)
+        remaining = tf.pow(1.0 - done / length, self.power)
+        return self.final_lr + (self.peak_lr - self.final_lr) * remaining
+
+    def get_config(self):
+        """Returns the constructor arguments as a JSON-serialisable dict."""
+        return {
+            "peak_lr": self.peak_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_epochs": self.total_epochs,
+            "power": self.power,
+            "final_lr": self.final_lr,
+            "start_epochs": self.start_epochs,
+        }
+
+
+@gin.register
+@keras.saving.register_keras_serializable(package="tf_lbsgd")
 class ConstantLR(_LearningRateSchedule):
     """A constant rate ``peak_lr`` at every iteration.
 
@@ -293,12 +358,15 @@ class ConstantWarmup(_Warmup):
 
 
 def _build_decay(decay, peak_lr, steps_per_epoch, decay_epochs, decay_factor,
-                 total_epochs):
+                 total_epochs, decay_power, warmup_epochs):
     """The post-warmup schedule named by ``decay``, starting at ``peak_lr``."""
     if decay == "step":
         return StepDecay(peak_lr, steps_per_epoch, tuple(decay_epochs), decay_factor)
     if decay == "cosine":
         return CosineDecay(peak_lr, steps_per_epoch, total_epochs)
+    if decay == "polynomial":
+        return PolynomialDecay(peak_lr, steps_per_epoch, total_epochs,
+                               power=decay_power, start_epochs=warmup_epochs)
     return ConstantLR(peak_lr)
 
 
@@ -307,7 +375,8 @@ def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1
                                  base_batch_size=256, scaling="linear",
                                  warmup="gradual", warmup_epochs=5.0, decay="step",
                                  decay_epochs=(30, 60, 80), decay_factor=0.1,
-                                 total_epochs=90.0):
+                                 total_epochs=90.0, decay_power=2.0,
+                                 warmup_start_lr=None):
     """Builds the paper's learning-rate schedule (R1-R4, docs/paper.md).
 
     The peak rate is :func:`scaled_learning_rate`; warmup starts at
@@ -323,10 +392,17 @@ def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1
         scaling: ``'linear'`` (R1), ``'sqrt'`` or ``'none'``.
         warmup: ``'gradual'`` (R2), ``'constant'`` (R3) or ``'none'``.
         warmup_epochs: Warmup length in epochs.
-        decay: ``'step'`` (R4), ``'cosine'`` or ``'constant'``.
+        decay: ``'step'`` (R4), ``'cosine'``, ``'polynomial'`` (LARS' poly
+            decay from the end of the warmup, :class:`PolynomialDecay`) or
+            ``'constant'``.
         decay_epochs: Step-decay boundaries in epochs.
         decay_factor: Step-decay multiplier.
-        total_epochs: Training length in epochs (length of the cosine decay).
+        total_epochs: Training length in epochs (end of the cosine and
+            polynomial decays).
+        decay_power: The polynomial decay's exponent (2 in You et al.).
+        warmup_start_lr: The rate the warmup starts from; None for the
+            paper's ``base_lr`` (R2). The TF reference LARS recipes warm up
+            from 0.
 
     Returns:
         A Keras ``LearningRateSchedule`` evaluated per iteration.
@@ -340,10 +416,13 @@ def build_learning_rate_schedule(global_batch_size, steps_per_epoch, base_lr=0.1
     checks.one_of("decay", decay, _DECAYS)
     peak_lr = scaled_learning_rate(global_batch_size, base_lr, base_batch_size, scaling)
     after = _build_decay(decay, peak_lr, steps_per_epoch, decay_epochs, decay_factor,
-                         total_epochs)
+                         total_epochs, decay_power,
+                         warmup_epochs if warmup != "none" else 0.0)
     # Below the reference batch the scaled rate is under base_lr: there is
     # nothing to warm up to, so warmup starts (and stays) at the peak rate.
     start_lr = min(base_lr, peak_lr)
+    if warmup_start_lr is not None:
+        start_lr = checks.non_negative("warmup_start_lr", warmup_start_lr)
     if warmup == "gradual":
         return GradualWarmup(after, start_lr, warmup_epochs, steps_per_epoch)
     if warmup == "constant":

@@ -24,6 +24,7 @@ from tf_lbsgd import allreduce
 from tf_lbsgd import checkpoints
 from tf_lbsgd import checks
 from tf_lbsgd import distribute
+from tf_lbsgd import ema
 from tf_lbsgd import export as export_lib
 from tf_lbsgd import hparams
 from tf_lbsgd import losses
@@ -97,6 +98,8 @@ class _Run:
             if precision_name == "mixed_float16":
                 self.optimizer = precision_lib.with_loss_scaling(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
+            self.ema_weights = (ema.EmaWeights(self.model, self.optimizer)
+                                if ema.uses_ema(self.optimizer) else None)
             self.global_step = orbit.utils.create_global_step()
             self.skipped_steps = tf.Variable(0, dtype=tf.int64,
                                              trainable=False,
@@ -246,8 +249,11 @@ def _check_mode(mode, data):
 
 def _export(run_, statistics, model_dir, chief):
     """Writes model_dir/export/<step>/ (every worker takes part, the chief
-    writes); returns its path."""
+    writes); returns its path. With the optimizer's moving average of the
+    weights, the export (and the model the run returns) holds it."""
     statistics.sync()  # The BN statistics a checkpoint saves.
+    if run_.ema_weights is not None:
+        run_.ema_weights.keep_in()
     return export_lib.export_saved_model(
         run_.model, os.path.join(model_dir, EXPORT_DIR),
         step=int(run_.global_step.numpy()), write=chief)
@@ -418,7 +424,7 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
                               history=earlier.get("top1_error_history"),
                               steps=earlier.get("evaluated_steps"),
                               replica_statistics=statistics, top_k=eval_top_k,
-                              loss_fn=loss_fn)
+                              loss_fn=loss_fn, ema_weights=run_.ema_weights)
     # SIGTERM and Ctrl-C stop the run after a training loop or between two
     # evaluation batches.
     watcher = preemption.PreemptionWatcher(strategy, run_.global_step)
@@ -503,13 +509,15 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         checkpoint_every_steps=500, keep_checkpoints=3,
         precision="float32", jit_compile=False, eval_top_k=(1, 5),
         init_checkpoint=None, init_skip_classifier=False, export=True,
-        profile_steps=None):
+        profile_steps=None, optimizer_fn=None):
     """The CLI's run: `train_model` of the gin-configured job.
 
     The strategy is `distribute.build_strategy`, the schedule
-    `schedules.build_learning_rate_schedule`, the optimizer
-    `optimizers.MomentumSGD`, the loss `losses.SoftmaxCrossEntropy`, the
-    all-reduce `allreduce.GradientAllReduce`, each configured by gin.
+    `schedules.build_learning_rate_schedule`, the optimizer `optimizer_fn`
+    (`optimizers.MomentumSGD` unless gin names another, e.g.
+    `train_lib.run.optimizer_fn = @LARS`), the loss
+    `losses.SoftmaxCrossEntropy`, the all-reduce
+    `allreduce.GradientAllReduce`, each configured by gin.
 
     Args:
         model_dir: see `train_model`.
@@ -522,10 +530,14 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         checkpoint_every_steps, keep_checkpoints, precision, jit_compile,
         eval_top_k, init_checkpoint, init_skip_classifier, export,
         profile_steps: see `train_model`.
+        optimizer_fn: the optimizer's class or factory, called with
+            `learning_rate=` and `aggregate_gradients=False`: None (or
+            `@MomentumSGD`) for the paper's, `@LARS` or `@LAMB` past 8k.
 
     Returns:
         The metrics dict also written to model_dir/metrics.json.
     """
+    _check_optimizer_fn(optimizer_fn)
     strategy = distribute.build_strategy()
     _check_mode_name(mode)  # Before the data is loaded.
     resolve_batch_sizes(strategy.num_replicas_in_sync, per_replica_batch_size,
@@ -544,4 +556,14 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
         gradient_allreduce=allreduce.GradientAllReduce(),
         init_checkpoint=init_checkpoint,
         init_skip_classifier=init_skip_classifier, export=export,
-        profile_steps=profile_steps).metrics
+        profile_steps=profile_steps, optimizer_fn=optimizer_fn).metrics
+
+
+def _check_optimizer_fn(optimizer_fn):
+    """Refuses an optimizer setting that is not a class or callable (a
+    gin binding of an instance, `@LARS()`, or a name string)."""
+    if optimizer_fn is not None and not callable(optimizer_fn):
+        raise ValueError(
+            f"train_lib.run.optimizer_fn must be an optimizer class or "
+            f"factory called with learning_rate= (e.g. @LARS, without "
+            f"parentheses), got {optimizer_fn!r}")

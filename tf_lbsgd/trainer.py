@@ -272,6 +272,9 @@ class Evaluator(orbit.StandardEvaluator):
         top_k: the k of the reported top-k errors; must include 1.
         loss_fn: callable (labels, logits) -> [n] float32 per-example losses;
             None for the plain softmax cross-entropy.
+        ema_weights: an `ema.EmaWeights`: evaluate the moving average of
+            the weights (put back after each evaluation, also an abandoned
+            one); None to evaluate the weights as trained.
 
     Raises:
         ValueError: for a bad `top_k` (see `check_top_k`), or history and
@@ -280,7 +283,7 @@ class Evaluator(orbit.StandardEvaluator):
 
     def __init__(self, strategy, model, eval_dataset, global_step,
                  history=None, steps=None, replica_statistics=None,
-                 top_k=(1, 5), loss_fn=None):
+                 top_k=(1, 5), loss_fn=None, ema_weights=None):
         self.top_k = check_top_k(top_k)
         num_classes = _num_classes(model)
         if num_classes is not None and max(self.top_k) >= num_classes:
@@ -308,6 +311,7 @@ class Evaluator(orbit.StandardEvaluator):
                 f"{len(self.history)} evaluations in the history but "
                 f"{len(self.steps)} evaluated steps")
         self.last_output = None
+        self.ema_weights = ema_weights
         with strategy.scope():
             self.sums = _Accumulators(
                 ["loss"] + [f"top{k}" for k in self.top_k] + ["examples"])
@@ -315,6 +319,8 @@ class Evaluator(orbit.StandardEvaluator):
     def eval_begin(self):
         if self.replica_statistics is not None:  # Score the saved model.
             self.replica_statistics.sync()
+        if self.ema_weights is not None:
+            self.ema_weights.swap_in()
         self.sums.reset()
 
     def _replica_step(self, images, labels, weights):
@@ -331,11 +337,18 @@ class Evaluator(orbit.StandardEvaluator):
     before_step = None
 
     def eval_step(self, iterator):
-        if self.before_step is not None:
-            self.before_step()  # pylint: disable=not-callable
-        self.strategy.run(self._compiled_step, args=next(iterator))
+        try:
+            if self.before_step is not None:
+                self.before_step()  # pylint: disable=not-callable
+            self.strategy.run(self._compiled_step, args=next(iterator))
+        except BaseException:  # An abandoned evaluation: the raw weights back.
+            if self.ema_weights is not None:
+                self.ema_weights.swap_out()
+            raise
 
     def eval_end(self):
+        if self.ema_weights is not None:
+            self.ema_weights.swap_out()
         sums = self.sums.read()
         count = max(sums["examples"], 1.0)
         top1_error = 1.0 - sums["top1"] / count  # Always in top_k.

@@ -47,6 +47,9 @@ flags.DEFINE_string("report", None, "The markdown report; default "
                     "<runs_dir>/reproduction.md.")
 flags.DEFINE_integer("large_kn", None, "Run the ablations at this kn instead "
                      "of the largest size matching the baseline.")
+flags.DEFINE_list("seeds", None, "Run (or report) only these seeds of the "
+                  "preset, e.g. 0 or 0,1: a first pass over every size "
+                  "before the other seeds; the same runs are reused later.")
 flags.DEFINE_float("match_tolerance", None, "Percentage points above the "
                    "baseline error a size may lose and still match; default: "
                    "the preset's.")
@@ -62,6 +65,12 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     values = flags.FLAGS
     preset = grid.PRESETS[values.preset]
+    if values.seeds is not None:
+        try:
+            preset = grid.with_seeds(preset, values.seeds)
+        except ValueError as e:
+            print(f"reproduce: error: --seeds: {e}", file=sys.stderr)
+            return 1
     if values.match_tolerance is not None:
         preset = dataclasses.replace(
             preset, match_tolerance=values.match_tolerance)

@@ -28,6 +28,8 @@ class Outcome:
     ablations: dict        # variant -> Summary at large_kn
     baseline_ablations: dict  # variant -> Summary at the baseline
     large_forced: bool = False  # large_kn was given (--large_kn), not found
+    layerwise: dict = dataclasses.field(default_factory=dict)
+    # variant -> {kn: Summary}: LARS / LAMB at the sweep's sizes
 
     @property
     def baseline(self):
@@ -190,6 +192,50 @@ def curve_finding(outcome):
         "Figure 2: close match with gradual warmup; a gap without warmup; "
         "an error spike with constant warmup", ours,
         "agrees" if closest else "disagrees")
+
+
+def layerwise_findings(outcome):
+    """Issue 20's question, per layer-wise optimizer: does it keep the error
+    within the tolerance of the baseline at sizes where linear scaling +
+    gradual warmup does not?"""
+    tol = outcome.preset.match_tolerance
+    failed = [kn for kn, s in sorted(outcome.sweep.items())
+              if kn != outcome.preset.baseline
+              and not results.matches(s, outcome.baseline, tol)]
+    found = []
+    for variant, by_kn in outcome.layerwise.items():
+        label = grid.VARIANTS[variant].label
+        rescued = [kn for kn in failed if kn in by_kn
+                   and results.matches(by_kn[kn], outcome.baseline, tol)]
+        lost = [kn for kn, s in sorted(by_kn.items())
+                if kn != outcome.preset.baseline and kn not in failed
+                and not results.matches(s, outcome.baseline, tol)]
+        parts = []
+        for kn in failed:
+            if kn in by_kn:
+                delta, stderr = results.difference(by_kn[kn],
+                                                   outcome.baseline)
+                parts.append(f"kn = {kn}: {format_delta(delta, stderr)}")
+        ours = ("; ".join(parts) if parts
+                else "linear scaling matched at every size")
+        if not failed:
+            verdict_text = "not measured (no size failed)"
+        elif rescued:
+            verdict_text = (f"yes at kn = {', '.join(map(str, rescued))}"
+                            + (f"; no at {', '.join(str(k) for k in failed if k not in rescued)}"
+                               if len(rescued) < len(failed) else ""))
+        else:
+            verdict_text = "no"
+        if lost:
+            verdict_text += (f" (and it misses the baseline at kn = "
+                             f"{', '.join(map(str, lost))}, where linear "
+                             f"scaling matches)")
+        found.append(Finding(
+            f"{label} keeps the error within {tol:g} pp of the baseline "
+            f"where linear scaling + gradual warmup does not",
+            "You et al.: ResNet-50 to 32k (LARS); Goyal et al.'s SGD "
+            "degrades from 16k", ours, verdict_text))
+    return found
 
 
 def all_findings(outcome):

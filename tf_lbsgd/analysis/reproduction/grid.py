@@ -41,12 +41,21 @@ class Variant:
         scaling: `schedules.build_learning_rate_schedule.scaling`.
         zero_gamma: `resnet_cifar.zero_gamma` (R10).
         paper_row: key of `paper.TOP1_ERROR` for this recipe at kn = 8k.
+        optimizer: the gin name of the optimizer class (`train_lib.run.
+            optimizer_fn`): the paper's `MomentumSGD`, or `LARS` / `LAMB`
+            (issue 20).
+        base_lr: the rate at the baseline kn, if not the preset's (a
+            layer-wise optimizer's global rate has another scale).
+        trust_coefficient: LARS' trust coefficient (You et al.: 0.001).
     """
     label: str
     warmup: str = "gradual"
     scaling: str = "linear"
     zero_gamma: bool = True
     paper_row: str = "resnet50_kn8k"
+    optimizer: str = "MomentumSGD"
+    base_lr: float = None
+    trust_coefficient: float = 0.001
 
 
 VARIANTS = {
@@ -64,6 +73,17 @@ VARIANTS = {
 }
 ABLATIONS = ("no_warmup", "constant_warmup", "unscaled", "sqrt_scaling",
              "no_zero_gamma")
+# Past the limit (issue 20): the sweep's recipe (linear scaling, gradual
+# warmup, step decay, the same epochs) with a layer-wise adaptive optimizer,
+# at every size of the sweep. Their base rates were tuned at kn = 1024 and
+# 2048 with seed 0 (docs/reproduction.md lists what was tried); for LARS only
+# eta * trust_coefficient matters, so the trust coefficient stays You et
+# al.'s 0.001 and the rate varies.
+VARIANTS["lars"] = Variant("LARS (You et al. 2017)", optimizer="LARS",
+                           base_lr=0.75, trust_coefficient=0.001)
+VARIANTS["lamb"] = Variant("LAMB (You et al. 2019)", optimizer="LAMB",
+                           base_lr=0.003125)
+LAYERWISE = ("lars", "lamb")
 # The paper's rows at its baseline kn = 256, by variant.
 PAPER_BASELINE_ROWS = {SWEEP: "resnet50_kn256",
                        "no_zero_gamma": "resnet50_kn256_no_zero_gamma"}
@@ -102,6 +122,8 @@ class Preset:
         baseline_ablations: the variants also run at the baseline.
         match_tolerance: a size matches the baseline when its mean error is
             at most this many percentage points above the baseline's.
+        layerwise: the layer-wise optimizers' variants (`LAYERWISE`) run at
+            every size of the sweep, beside linear scaling + warmup.
         jit_compile: XLA for the forward and backward pass.
 
     Raises:
@@ -124,6 +146,7 @@ class Preset:
     baseline_ablations: tuple = ("no_zero_gamma",)
     match_tolerance: float = 0.5
     jit_compile: bool = True
+    layerwise: tuple = ()
 
     def __post_init__(self):
         if not self.sizes or list(self.sizes) != sorted(set(self.sizes)):
@@ -138,6 +161,11 @@ class Preset:
         if unknown:
             raise ValueError(f"preset {self.name!r}: unknown ablations "
                              f"{unknown}; expected some of {ABLATIONS}")
+        unknown = [v for v in self.layerwise if v not in LAYERWISE]
+        if unknown:
+            raise ValueError(f"preset {self.name!r}: unknown layer-wise "
+                             f"variants {unknown}; expected some of "
+                             f"{LAYERWISE}")
         if not self.seeds:
             raise ValueError(f"preset {self.name!r} has no seeds")
         first = self.final_eval_epochs[0]
@@ -180,7 +208,13 @@ class Preset:
     def peak_lr(self, variant, kn):
         """The rate after warmup (R1, or the variant's scaling)."""
         return recipe_math.scaled_learning_rate(
-            kn, self.base_lr, self.baseline, VARIANTS[variant].scaling)
+            kn, self.variant_base_lr(variant), self.baseline,
+            VARIANTS[variant].scaling)
+
+    def variant_base_lr(self, variant):
+        """The rate at the baseline kn: the variant's own, or the preset's."""
+        own = VARIANTS[variant].base_lr
+        return self.base_lr if own is None else own
 
 
 PRESETS = {
@@ -188,18 +222,50 @@ PRESETS = {
                    width=4, warmup_epochs=0.002, final_evals=2,
                    final_eval_spacing=0.001, loops_per_epoch=1000,
                    ablations=("no_warmup",), baseline_ablations=(),
-                   jit_compile=False),
+                   jit_compile=False, layerwise=("lars",)),
     "quick": Preset("quick", sizes=(32, 256, 2048), seeds=(0,), epochs=2,
                     warmup_epochs=0.25, final_eval_spacing=0.05),
     "full": Preset("full", sizes=(32, 64, 128, 256, 512, 1024, 2048, 4096),
-                   seeds=(0, 1, 2), epochs=6),
+                   seeds=(0, 1, 2), epochs=6, layerwise=LAYERWISE),
+    # The full sweep with the layer-wise optimizers and no ablations.
+    "past8k": Preset("past8k",
+                     sizes=(32, 64, 128, 256, 512, 1024, 2048, 4096),
+                     seeds=(0, 1, 2), epochs=6, ablations=(),
+                     baseline_ablations=(), layerwise=LAYERWISE),
 }
+
+
+def with_seeds(preset, seeds):
+    """`preset` with only `seeds` (ints or their strings), which must be
+    among its own; its runs are named as the preset's, so they are reused.
+
+    Raises:
+        ValueError: naming a seed that is not a number or not the preset's.
+    """
+    chosen = []
+    for seed in seeds:
+        try:
+            chosen.append(int(seed))
+        except (TypeError, ValueError):
+            raise ValueError(f"seed {seed!r} is not an integer") from None
+    unknown = [s for s in chosen if s not in preset.seeds]
+    if unknown or not chosen:
+        raise ValueError(f"seeds {chosen} are not a non-empty subset of "
+                         f"the seeds of preset {preset.name!r}, "
+                         f"{list(preset.seeds)}")
+    return dataclasses.replace(preset, seeds=tuple(chosen))
 
 
 def sweep_points(preset):
     """The minibatch sweep, seed by seed (seed 0 of every size first)."""
     return [Point(SWEEP, kn, seed) for seed in preset.seeds
             for kn in preset.sizes]
+
+
+def layerwise_points(preset):
+    """The layer-wise optimizers at every size, seed by seed."""
+    return [Point(v, kn, seed) for seed in preset.seeds
+            for v in preset.layerwise for kn in preset.sizes]
 
 
 def ablation_points(preset, kn):
@@ -233,12 +299,18 @@ def gin_bindings(point, preset):
         "train_lib.run.steps_per_loop": preset.steps_per_loop(point.kn),
         "train_lib.run.eval_at_epochs": preset.final_eval_epochs,
         "train_lib.run.jit_compile": preset.jit_compile,
-        f"{schedule}.base_lr": preset.base_lr,
+        f"{schedule}.base_lr": preset.variant_base_lr(point.variant),
         f"{schedule}.base_batch_size": preset.baseline,
         f"{schedule}.scaling": variant.scaling,
         f"{schedule}.warmup": variant.warmup,
         f"{schedule}.warmup_epochs": preset.warmup_epochs,
         f"{schedule}.decay_epochs": preset.decay_epochs,
     }
-    return [f"{key} = {_gin_value(value)}" for key, value in values.items()]
+    bindings = [f"{key} = {_gin_value(value)}" for key, value in values.items()]
+    if variant.optimizer != "MomentumSGD":
+        bindings.append(f"train_lib.run.optimizer_fn = @{variant.optimizer}")
+    if variant.optimizer == "LARS":
+        bindings.append(f"LARS.trust_coefficient = "
+                        f"{variant.trust_coefficient!r}")
+    return bindings
 

@@ -47,6 +47,11 @@ def figure_1(outcome, path):
     axes.errorbar(ok, [outcome.sweep[kn].mean for kn in ok],
                   yerr=[outcome.sweep[kn].std or 0 for kn in ok],
                   marker="o", capsize=3, label="linear scaling + gradual warmup")
+    for variant, by_kn in outcome.layerwise.items():
+        done = [kn for kn in sorted(by_kn) if by_kn[kn].mean is not None]
+        axes.errorbar(done, [by_kn[kn].mean for kn in done],
+                      yerr=[by_kn[kn].std or 0 for kn in done], marker="s",
+                      capsize=3, label=grid.VARIANTS[variant].label)
     base = outcome.baseline.mean
     tol = outcome.preset.match_tolerance
     axes.axhspan(base, base + tol, color="grey", alpha=0.2,

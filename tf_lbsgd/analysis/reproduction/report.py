@@ -29,7 +29,7 @@ def eta_text(preset, variant, kn):
     if scaling == "none" or ratio == 1:
         return f"{peak:g}"
     factor = f"{ratio:g}" if scaling == "linear" else f"sqrt({ratio:g})"
-    return f"{preset.base_lr:g} x {factor} = {peak:.3g}"
+    return f"{preset.variant_base_lr(variant):g} x {factor} = {peak:.3g}"
 
 
 def _paper_cells(row, baseline_row):
@@ -106,6 +106,50 @@ def sweep_table(outcome):
     return _table(header, rows)
 
 
+def layerwise_table(outcome):
+    """The sweep's error beside each layer-wise optimizer's, size by size."""
+    preset = outcome.preset
+    tol = preset.match_tolerance
+    variants = list(outcome.layerwise)
+    rows = []
+    for kn in sorted(outcome.sweep):
+        row = [kn, preset.workers(kn)]
+        for variant, summary in [(grid.SWEEP, outcome.sweep[kn])] + [
+                (v, outcome.layerwise[v].get(kn)) for v in variants]:
+            if summary is None:
+                row += ["-", "-", "-"]
+                continue
+            delta = (None if summary.mean is None
+                     else summary.mean - outcome.baseline.mean)
+            row += [eta_text(preset, variant, kn), format_error(summary),
+                    "-" if delta is None or (kn == preset.baseline
+                                              and variant == grid.SWEEP)
+                    else (f"{delta:+.2f}" + (
+                        "" if results.matches(summary, outcome.baseline, tol)
+                        else " (no)"))]
+        rows.append(row)
+    header = ["kn", "k"]
+    for variant in [grid.SWEEP] + variants:
+        name = ("linear + gradual warmup" if variant == grid.SWEEP
+                else grid.VARIANTS[variant].label)
+        header += [f"{name}: eta", f"{name}: top-1 error %",
+                   f"{name}: - baseline (pp)"]
+    return _table(header, rows)
+
+
+def _layerwise_setup(outcome):
+    lines = []
+    for variant in outcome.layerwise:
+        v = grid.VARIANTS[variant]
+        extra = (f", trust coefficient {v.trust_coefficient:g}"
+                 if v.optimizer == "LARS" else "")
+        lines.append(f"- {v.label}: `{v.optimizer}` with base rate "
+                     f"{outcome.preset.variant_base_lr(variant):g} at kn = "
+                     f"{outcome.preset.baseline}, scaled linearly{extra}; "
+                     f"the same warmup, step decay and epochs as the sweep.")
+    return "\n".join(lines)
+
+
 def findings_table(found):
     return _table(["paper's claim", "paper", "ours", "verdict"],
                   [[f.claim, f.paper, f.ours, f"**{f.verdict}**"]
@@ -165,6 +209,33 @@ def render(outcome, meta):
     else:
         chosen = ("no size above the baseline matched it: the smallest size "
                   "above it")
+    ablations = bool(outcome.ablations or outcome.baseline_ablations)
+    table_1_part = [
+        f"## Table 1: warmup, scaling and zero-gamma at kn = "
+        f"{outcome.large_kn} ({chosen})",
+        "",
+        "Laid out as the paper's Table 1 and 2c. \"train-curve gap\": mean "
+        "absolute difference of the training-error curve from the "
+        "baseline's after warmup (Figure 2). The paper's columns are "
+        "ImageNet ResNet-50 at kn = 256 and 8k: compare the differences, "
+        "not the errors.",
+        "",
+        table_1(outcome),
+        "",
+    ] if ablations else []
+    layerwise_part = [
+        "## Past the limit: layer-wise adaptive rates (LARS, LAMB)",
+        "",
+        _layerwise_setup(outcome),
+        "",
+        "\"(no)\": more than "
+        f"{preset.match_tolerance:g} pp above the baseline.",
+        "",
+        layerwise_table(outcome),
+        "",
+        findings_table(findings_lib.layerwise_findings(outcome)),
+        "",
+    ] if outcome.layerwise else []
     parts = [
         "# Goyal et al. 2017 at small scale: Fashion-MNIST with simulated "
         "workers",
@@ -180,27 +251,18 @@ def render(outcome, meta):
         "",
         _setup(preset),
         "",
-        f"## Table 1: warmup, scaling and zero-gamma at kn = "
-        f"{outcome.large_kn} ({chosen})",
-        "",
-        "Laid out as the paper's Table 1 and 2c. \"train-curve gap\": mean "
-        "absolute difference of the training-error curve from the "
-        "baseline's after warmup (Figure 2). The paper's columns are "
-        "ImageNet ResNet-50 at kn = 256 and 8k: compare the differences, "
-        "not the errors.",
-        "",
-        table_1(outcome),
-        "",
+        *table_1_part,
         "## Minibatch sweep: linear scaling + gradual warmup (Figure 1)",
         "",
         sweep_table(outcome),
         "",
         f"![error vs minibatch size]({figs}/{plots.FIGURE_1})",
         "",
+        *layerwise_part,
         "## Training curves (Figures 2 and 3)",
         "",
-        f"![training curves of the ablations]({figs}/{plots.FIGURE_2})",
-        "",
+        *([f"![training curves of the ablations]({figs}/{plots.FIGURE_2})",
+           ""] if ablations else []),
         f"![training curves of the sweep]({figs}/{plots.FIGURE_3})",
         "",
         "## Where the small scale agrees with the paper, and where not",
@@ -232,6 +294,10 @@ def results_json(outcome, meta):
                       for v, s in outcome.ablations.items()},
         "baseline_ablations": {v: _summary_json(s) for v, s in
                                outcome.baseline_ablations.items()},
+        "layerwise": {v: {str(kn): _summary_json(s) for kn, s in by_kn.items()}
+                      for v, by_kn in outcome.layerwise.items()},
         "curve_gaps": findings_lib.curve_gaps(outcome),
         "findings": [vars(f) for f in findings_lib.all_findings(outcome)],
+        "layerwise_findings": [
+            vars(f) for f in findings_lib.layerwise_findings(outcome)],
     }

@@ -142,6 +142,7 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
         kn = large_kn or preset.sizes[-1]
         print(f"# then the ablations at the chosen kn, e.g. {kn}:")
         ensure_runs(grid.ablation_points(preset, kn), preset, runs_dir, True)
+        ensure_runs(grid.layerwise_points(preset), preset, runs_dir, True)
         return None
     sweep = _summaries(sweep_runs, grid.SWEEP)
     forced = large_kn is not None
@@ -159,12 +160,15 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
     done = dict(sweep_runs)
     done.update(ensure_runs(grid.ablation_points(preset, large_kn), preset,
                             runs_dir, report_only=report_only))
+    done.update(ensure_runs(grid.layerwise_points(preset), preset, runs_dir,
+                            report_only=report_only))
     outcome = findings.Outcome(
         preset=preset, sweep=sweep, large_kn=large_kn, large_matched=matched,
         large_forced=forced,
         ablations={v: _summaries(done, v, large_kn) for v in preset.ablations},
         baseline_ablations={v: _summaries(done, v, preset.baseline)
-                            for v in preset.baseline_ablations})
+                            for v in preset.baseline_ablations},
+        layerwise={v: _summaries(done, v) for v in preset.layerwise})
     meta = {"command": command, "machine": machine.machine_info(),
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "runs": len(done),
