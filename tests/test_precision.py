@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 from tf_lbsgd import distribute
+from tf_lbsgd import lamb
+from tf_lbsgd import lars
 from tf_lbsgd import optimizers
 from tf_lbsgd import precision
 from tf_lbsgd.models import layers
@@ -55,15 +57,25 @@ class _OverflowOnReplica1(Trainer):
         return logits, loss, grads
 
 
+# The optimizers past 8k (issue 20) under loss scaling, beside MomentumSGD.
+LAYERWISE = {
+    "lars": lambda: lars.LARS(learning_rate=2.0, trust_coefficient=0.01,
+                              aggregate_gradients=False),
+    "lamb": lambda: lamb.LAMB(learning_rate=0.01, aggregate_gradients=False),
+}
+
+
 def _trainer(strategy, initial, policy="float32", loss_scaling=False,
-             growth_steps=2000, jit_compile=False, steps=4, cls=Trainer):
+             growth_steps=2000, jit_compile=False, steps=4, cls=Trainer,
+             optimizer_fn=None):
     with strategy.scope():
         with precision.dtype_policy(policy), layers.built_for_xla(jit_compile):
             model = resnet_cifar(input_shape=SHAPE, depth=8, width=4)
         model.set_weights(initial)
-        optimizer = optimizers.MomentumSGD(learning_rate=0.1, momentum=0.9,
-                                           l2_weight_decay=1e-4,
-                                           aggregate_gradients=False)
+        optimizer = (optimizer_fn() if optimizer_fn else
+                     optimizers.MomentumSGD(learning_rate=0.1, momentum=0.9,
+                                            l2_weight_decay=1e-4,
+                                            aggregate_gradients=False))
         if loss_scaling:
             optimizer = precision.with_loss_scaling(
                 optimizer, initial_scale=2.0 ** 10,
@@ -119,19 +131,45 @@ def test_float16_step_matches_float32(strategy, initial_weights):
     assert int(half.skipped_steps.numpy()) == 0
 
 
+@pytest.mark.parametrize("name", sorted(LAYERWISE))
+def test_layerwise_float16_step_matches_float32(strategy, initial_weights,
+                                                name):
+    """The trust ratios see the unscaled gradients: the float16 step of
+    LARS / LAMB is the float32 one (to float16's rounding)."""
+    reference = _trainer(strategy, initial_weights, steps=1,
+                         optimizer_fn=LAYERWISE[name])
+    reference.train(tf.constant(1))
+    half = _trainer(strategy, initial_weights, "mixed_float16",
+                    loss_scaling=True, steps=1, optimizer_fn=LAYERWISE[name])
+    half.train(tf.constant(1))
+    for w0, a, b in zip(initial_weights, _values(reference.model.weights),
+                        _values(half.model.weights)):
+        # Per tensor, as a whole: LAMB's first step is g / (|g| + eps) per
+        # element, which float16 rounding moves for the odd gradient near
+        # eps. Without the unscale LARS would move the BN parameters and
+        # biases (plain momentum SGD) 1024 times too far; LAMB's update is
+        # almost invariant to the scale, so for it this checks the rest.
+        wanted = np.linalg.norm(a - w0)
+        assert np.linalg.norm((b - w0) - (a - w0)) <= 0.05 * wanted + 1e-6
+
+
+@pytest.mark.parametrize("name", [None] + sorted(LAYERWISE))
 def test_overflow_on_one_replica_skips_the_step_everywhere(strategy,
-                                                           initial_weights):
+                                                           initial_weights,
+                                                           name):
     trainer = _trainer(strategy, initial_weights, "mixed_float16",
-                       loss_scaling=True, steps=4, cls=_OverflowOnReplica1)
+                       loss_scaling=True, steps=4, cls=_OverflowOnReplica1,
+                       optimizer_fn=LAYERWISE.get(name))
     trainer.inject.assign(True)
-    # Trainable weights and optimizer slots; the BN moving statistics are
-    # forward-pass state and update on a skipped step too (as with Keras'
-    # fit and PyTorch's GradScaler).
+    # Trainable weights and optimizer slots, the step count too (LAMB's bias
+    # correction reads it); the BN moving statistics are forward-pass state
+    # and update on a skipped step too (as with Keras' fit and PyTorch's
+    # GradScaler).
     variables = (trainer.model.trainable_variables
                  + trainer.optimizer.inner_optimizer.variables)
     before = {id(v): [np.array(x) for x in
                       strategy.experimental_local_results(v)]
-              for v in variables if v.path != "momentum_sgd/iteration"}
+              for v in variables}
     output = trainer.train(tf.constant(1))
     for v in variables:
         if id(v) in before:  # On both replicas' copies.
