@@ -17,35 +17,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import small_task
 import tf_lbsgd
 from tf_lbsgd import distribute
 from tf_lbsgd import hparams
 from tf_lbsgd.data import adapters
 
 K = 2
-SHAPE, CLASSES = (8, 8, 1), 3
+SHAPE, CLASSES = small_task.SHAPE, small_task.CLASSES
 RECIPE = dict(global_batch_size=32, base_lr=3.2, warmup_epochs=1,
               decay="cosine", steps_per_loop=4, eval_top_k=(1, 2))
-
-
-def _data(count, seed):
-    """Noise images brightened by (class - 1) / 2: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, CLASSES, size=count).astype("i4")
-    images = rng.normal(size=(count,) + SHAPE) + (labels - 1.0).reshape(
-        -1, 1, 1, 1) / 2
-    return images.astype("f4"), labels
-
-
-TRAIN, TEST = _data(320, 0), _data(96, 1)
-
-
-def _model_fn(input_shape, num_classes):
-    images = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8, 3, use_bias=False)(images)
-    x = keras.layers.ReLU()(tf_lbsgd.WorkerBatchNorm()(x))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(images, keras.layers.Dense(num_classes)(x))
+TRAIN, TEST = small_task.data(320, 0), small_task.data(96, 1)
+_model_fn = small_task.model_fn
 
 
 class SmallSubclassed(keras.Model):

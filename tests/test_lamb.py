@@ -1,44 +1,31 @@
 """tf_lbsgd.lamb.LAMB against a numpy reference of You et al.'s Algorithm 2
 (issue 20): a changing rate, an adapted and decayed kernel and an excluded
-bias, on one device and on 2 replicas; and why Keras' own Lamb is not it."""
+bias, on one device and on 2 replicas (tests/quadratic_problem.py); and why
+Keras' own Lamb is not it."""
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+import quadratic_problem as problem
 from tf_lbsgd import lamb
 
 STEPS = 6
 BETA_1, BETA_2, EPS = 0.9, 0.99, 1e-6
 LAMBDA = 0.05
-_A = np.array([[0.5, 1.0], [2.0, 0.3]])  # Loss 0.5 * sum(A * (w - T)^2).
-_T = np.array([[1.0, -2.0], [0.5, 3.0]])
-_KERNEL0 = np.array([[0.3, 0.7], [-1.2, 0.4]])
-_BIAS0 = np.array([0.2, -0.1])
-_BIAS_T = np.array([1.0, 1.0])
-
-
-class _Ramp(keras.optimizers.schedules.LearningRateSchedule):
-    """eta_t = 0.05 + 0.02 t: a rate that changes every step."""
-
-    def __call__(self, step):
-        return 0.05 + 0.02 * tf.cast(step, tf.float32)
-
-    def get_config(self):
-        return {}
+START, SLOPE = 0.05, 0.02
 
 
 def _reference(steps=STEPS):
     """Algorithm 2 of arXiv:1904.00962 in float64: the kernel adapted and
     decayed, the bias neither."""
-    params = {"kernel": _KERNEL0.copy(), "bias": _BIAS0.copy()}
+    params = {"kernel": problem.KERNEL0.copy(), "bias": problem.BIAS0.copy()}
     moments = {k: [np.zeros_like(v), np.zeros_like(v)]
                for k, v in params.items()}
     for t in range(1, steps + 1):
-        eta = 0.05 + 0.02 * (t - 1)
-        grads = {"kernel": _A * (params["kernel"] - _T),
-                 "bias": params["bias"] - _BIAS_T}
+        eta = START + SLOPE * (t - 1)
+        grads = dict(zip(("kernel", "bias"), problem.numpy_gradients(
+            params["kernel"], params["bias"])))
         for key, w in params.items():
             m, v = moments[key]
             m = BETA_1 * m + (1 - BETA_1) * grads[key]
@@ -53,35 +40,15 @@ def _reference(steps=STEPS):
     return params["kernel"], params["bias"]
 
 
-def _variables():
-    return (keras.Variable(_KERNEL0.astype("f4"), name="kernel"),
-            keras.Variable(_BIAS0.astype("f4"), name="bias"))
-
-
-def _loss(kernel, bias):
-    return (0.5 * tf.reduce_sum(_A.astype("f4") * tf.square(
-        kernel - _T.astype("f4"))) + 0.5 * tf.reduce_sum(
-            tf.square(bias - _BIAS_T.astype("f4"))))
-
-
 def _optimizer(**kwargs):
-    return lamb.LAMB(_Ramp(), beta_1=BETA_1, beta_2=BETA_2, epsilon=EPS,
-                     l2_weight_decay=LAMBDA, **kwargs)
-
-
-def _train_one_device(optimizer, steps=STEPS):
-    kernel, bias = _variables()
-    for _ in range(steps):
-        with tf.GradientTape() as tape:
-            loss = _loss(kernel, bias)
-        grads = tape.gradient(loss, [kernel.value, bias.value])
-        optimizer.apply_gradients(zip(grads, [kernel, bias]))
-    return kernel.numpy(), bias.numpy()
+    return lamb.LAMB(problem.Ramp(START, SLOPE), beta_1=BETA_1,
+                     beta_2=BETA_2, epsilon=EPS, l2_weight_decay=LAMBDA,
+                     **kwargs)
 
 
 def test_one_device_follows_algorithm_2():
     optimizer = _optimizer()
-    kernel, bias = _train_one_device(optimizer)
+    kernel, bias = problem.train_one_device(optimizer, STEPS)
     expected_kernel, expected_bias = _reference()
     np.testing.assert_allclose(kernel, expected_kernel, rtol=2e-5)
     np.testing.assert_allclose(bias, expected_bias, rtol=2e-5)
@@ -90,47 +57,27 @@ def test_one_device_follows_algorithm_2():
 
 
 def test_two_replicas_match_one_device():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    strategy = tf.distribute.MirroredStrategy(
-        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    with strategy.scope():
-        kernel, bias = _variables()
-        optimizer = _optimizer()
-        optimizer.build([kernel, bias])
-
-    def replica_step():
-        # Each replica's loss is half of the whole (loss / kn, R8).
-        with tf.GradientTape() as tape:
-            loss = _loss(kernel, bias) / 2
-        grads = tape.gradient(loss, [kernel.value, bias.value])
-        optimizer.apply_gradients(zip(grads, [kernel, bias]))
-
-    @tf.function
-    def step():
-        strategy.run(replica_step)
-
-    for _ in range(STEPS):
-        step()
+    kernels, bias = problem.train_two_replicas(_optimizer, STEPS)
     expected_kernel, expected_bias = _reference()
-    for replica_kernel in strategy.experimental_local_results(kernel):
-        np.testing.assert_allclose(replica_kernel.numpy(), expected_kernel,
-                                   rtol=2e-5)
-    np.testing.assert_allclose(bias.numpy(), expected_bias, rtol=2e-5)
+    for replica_kernel in kernels:
+        np.testing.assert_allclose(replica_kernel, expected_kernel, rtol=2e-5)
+    np.testing.assert_allclose(bias, expected_bias, rtol=2e-5)
 
 
 def test_keras_lamb_is_another_algorithm():
     """Keras 3's Lamb decays outside the ratio and adapts the bias too: on
     the same problem it ends elsewhere, which is why the project has its
     own."""
-    kernel, _ = _train_one_device(keras.optimizers.Lamb(
-        _Ramp(), beta_1=BETA_1, beta_2=BETA_2, epsilon=EPS,
-        weight_decay=LAMBDA))
+    kernel, _ = problem.train_one_device(keras.optimizers.Lamb(
+        problem.Ramp(START, SLOPE), beta_1=BETA_1, beta_2=BETA_2,
+        epsilon=EPS, weight_decay=LAMBDA), STEPS)
     expected_kernel, _ = _reference()
     assert not np.allclose(kernel, expected_kernel, rtol=1e-3)
 
 
 def test_rules_choose_the_variables():
-    kernel, bias = _variables()
+    kernel = keras.Variable(problem.KERNEL0.astype("f4"), name="kernel")
+    bias = keras.Variable(problem.BIAS0.astype("f4"), name="bias")
     optimizer = lamb.LAMB(0.1, decay_rule=lambda v: True,
                           adapt_rule=lambda v: "bias" in v.name)
     optimizer.build([kernel, bias])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import small_task
 import tf_lbsgd
 from tf_lbsgd import config
 from tf_lbsgd import distribute
@@ -18,32 +19,14 @@ from tf_lbsgd import optimizers
 from tf_lbsgd import train_lib
 
 K = 2
-SHAPE, CLASSES = (8, 8, 1), 3
+SHAPE, CLASSES = small_task.SHAPE, small_task.CLASSES
 LARS_RECIPE = dict(global_batch_size=32, optimizer="lars", base_lr=2.0,
                    base_batch_size=32, trust_coefficient=0.02,
                    warmup_epochs=0.5, warmup_start_lr=0.0,
                    decay="polynomial", steps_per_loop=5, eval_top_k=(1,),
                    export=False)
-
-
-def _data(count, seed):
-    """Noise images brightened by (class - 1) / 2: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, CLASSES, size=count).astype("i4")
-    images = rng.normal(size=(count,) + SHAPE) + (labels - 1.0).reshape(
-        -1, 1, 1, 1) / 2
-    return images.astype("f4"), labels
-
-
-TRAIN, TEST = _data(320, 0), _data(96, 1)
-
-
-def _model_fn(input_shape, num_classes):
-    images = keras.Input(input_shape)
-    x = keras.layers.Conv2D(8, 3, use_bias=False)(images)
-    x = keras.layers.ReLU()(tf_lbsgd.WorkerBatchNorm()(x))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(images, keras.layers.Dense(num_classes)(x))
+TRAIN, TEST = small_task.data(320, 0), small_task.data(96, 1)
+_model_fn = small_task.model_fn
 
 
 @pytest.fixture(scope="module")
