@@ -874,6 +874,15 @@ RULES = {
         CLI_RUN,
     "tf-lbsgd --gin_file=experiments/fashion_mnist_default "
     "--model_dir=runs/default": CLI_RUN,
+    ".venv/bin/tf-lbsgd --gin_file=experiments/fashion_mnist_default "
+    "--model_dir=runs/lars --gin_bindings='train_lib.run.optimizer_fn = @LARS' "
+    "--gin_bindings='schedules.build_learning_rate_schedule.base_lr = 7.0' "
+    "--gin_bindings=\"schedules.build_learning_rate_schedule.decay = "
+    "'polynomial'\" --gin_bindings='LARS.use_ema = True' "
+    "--gin_bindings='LARS.ema_momentum = 0.99'": CLI_RUN,
+    ".venv/bin/tf-lbsgd --gin_file=experiments/imagenet/resnet50_kn32k_lars "
+    "--gin_file=distribute/multi_worker_nccl "
+    "--model_dir=/shared/runs/32k_lars": IMAGENET_CLUSTER,
     "tf-lbsgd --model_dir=DIR [--gin_file=F ...] [--gin_bindings='B' ...] "
     "[--mode=train|eval|train_and_eval|export]": Rule(
         static_cli_synopsis, "a usage line with placeholders"),
@@ -954,6 +963,8 @@ RULES = {
     "--report=docs/reproduction.md": REPRODUCE,
     ".venv/bin/python tools/reproduce.py --preset=full --large_kn=1024 "
     "--report=docs/reproduction_kn1024.md": REPRODUCE,
+    ".venv/bin/python tools/reproduce.py --preset=past8k --seeds=0 "
+    "--report=docs/reproduction_past8k.md": REPRODUCE,
     "pip install .": PIP_INSTALL,
     "pip install '.[gpu]'": PIP_INSTALL,
     "pip install '.[profile]'": PIP_INSTALL,

@@ -102,7 +102,9 @@ def test_layerwise_points_bind_their_optimizer_and_rate(variant, optimizer):
     base = grid.VARIANTS[variant].base_lr
     assert (f"schedules.build_learning_rate_schedule.base_lr = {base!r}"
             in bindings)
-    assert FULL.peak_lr(variant, 1024) == pytest.approx(base * 32)
+    assert f"schedules.build_learning_rate_schedule.scaling = 'sqrt'" in (
+        bindings)
+    assert FULL.peak_lr(variant, 1024) == pytest.approx(base * 32 ** 0.5)
     config.parse([grid.GIN_FILE], bindings)
     optimizer_fn = gin.query_parameter("train_lib.run.optimizer_fn")
     built = optimizer_fn.scoped_configurable_fn(learning_rate=0.1,
@@ -275,7 +277,7 @@ def test_layerwise_findings_name_the_sizes_a_layerwise_rate_rescues():
     assert lamb.verdict == "no"
     table = report.layerwise_table(outcome)
     assert ("| 128 | 8 | 0.05 x 4 = 0.2 | 10.00 +- 0.14 | +1.90 (no) | "
-            "0.75 x 4 = 3 | 8.50 +- 0.14 | +0.40 |") in table
+            "2.5 x sqrt(4) = 5 | 8.50 +- 0.14 | +0.40 |") in table
 
 
 def test_the_scaling_finding_reads_the_sweep_not_the_ablation_size():

@@ -149,8 +149,11 @@ def test_polynomial_decay_matches_numpy(power):
 
 
 def test_polynomial_decay_checks_its_numbers():
-    with pytest.raises(ValueError, match="from epoch 4 to 4"):
-        schedules.PolynomialDecay(1.0, 10, 4, start_epochs=4)
+    # A run shorter than the warmup (a test cut short) keeps the peak up to
+    # where the decay would start.
+    short = schedules.PolynomialDecay(1.0, 10, 0.5, start_epochs=4)
+    np.testing.assert_allclose(_values(short, [0, 39, 40, 41]),
+                               [1.0, 1.0, 1.0, 0.0])
     with pytest.raises(ValueError, match="power must be > 0, got 0"):
         schedules.PolynomialDecay(1.0, 10, 4, power=0)
 

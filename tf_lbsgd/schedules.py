@@ -192,10 +192,12 @@ class PolynomialDecay(_LearningRateSchedule):
         total_epochs: End of the decay in epochs.
         power: The exponent, > 0 (1: linear decay).
         final_lr: Rate at and after T, >= 0.
-        start_epochs: Start of the decay in epochs, below total_epochs.
+        start_epochs: Start of the decay in epochs; at or after
+            total_epochs, the rate is ``peak_lr`` up to S and ``final_lr``
+            after it.
 
     Raises:
-        ValueError: For invalid numbers or a decay shorter than one iteration.
+        ValueError: For invalid numbers.
     """
 
     def __init__(self, peak_lr, steps_per_epoch, total_epochs, power=2.0,
@@ -209,15 +211,12 @@ class PolynomialDecay(_LearningRateSchedule):
         self.start_epochs = checks.non_negative("start_epochs", start_epochs)
         self.start_step = epochs_to_steps(self.start_epochs, self.steps_per_epoch)
         self.total_steps = epochs_to_steps(self.total_epochs, self.steps_per_epoch)
-        if self.total_steps - self.start_step < 1:
-            raise ValueError(
-                f"the polynomial decay from epoch {start_epochs!r} to "
-                f"{total_epochs!r} is shorter than one iteration at "
-                f"steps_per_epoch={steps_per_epoch!r}")
 
     def __call__(self, step):
         """Returns the float32 rate at iteration ``step`` (elementwise)."""
-        length = float(self.total_steps - self.start_step)
+        # A run that ends before the decay starts (a test cut shorter than
+        # the warmup) never decays: one iteration stands for its length.
+        length = float(max(self.total_steps - self.start_step, 1))
         done = tf.clip_by_value(_float_step(step) - float(self.start_step),
                                 0.0, length)
         remaining = tf.pow(1.0 - done / length, self.power)

@@ -29,7 +29,7 @@ def eta_text(preset, variant, kn):
     if scaling == "none" or ratio == 1:
         return f"{peak:g}"
     factor = f"{ratio:g}" if scaling == "linear" else f"sqrt({ratio:g})"
-    return f"{preset.variant_base_lr(variant):g} x {factor} = {peak:.3g}"
+    return f"{preset.variant_base_lr(variant):.4g} x {factor} = {peak:.3g}"
 
 
 def _paper_cells(row, baseline_row):
@@ -143,10 +143,14 @@ def _layerwise_setup(outcome):
         v = grid.VARIANTS[variant]
         extra = (f", trust coefficient {v.trust_coefficient:g}"
                  if v.optimizer == "LARS" else "")
+        rule = {"linear": "linearly", "sqrt": "by sqrt(k)",
+                "none": "not at all"}[v.scaling]
         lines.append(f"- {v.label}: `{v.optimizer}` with base rate "
-                     f"{outcome.preset.variant_base_lr(variant):g} at kn = "
-                     f"{outcome.preset.baseline}, scaled linearly{extra}; "
-                     f"the same warmup, step decay and epochs as the sweep.")
+                     f"{outcome.preset.variant_base_lr(variant):.4g} at kn = "
+                     f"{outcome.preset.baseline}, scaled {rule}{extra}; "
+                     f"the same warmup, step decay and epochs as the sweep "
+                     f"(the rates tried: tf_lbsgd/analysis/reproduction/"
+                     f"grid.py).")
     return "\n".join(lines)
 
 
