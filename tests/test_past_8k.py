@@ -93,6 +93,10 @@ def test_the_moving_average_is_evaluated_and_exported(strategy, tmp_path):
     evaluated = result.metrics["eval"]["loss"]
     # The returned model holds the average: it scores as evaluated.
     assert _loss(result.model) == pytest.approx(evaluated, rel=1e-4)
+    unexported = _train(strategy, tmp_path / "ema_no_export", 2,
+                        **dict(LARS_RECIPE, use_ema=True, ema_momentum=0.9))
+    assert _loss(unexported.model) == pytest.approx(
+        unexported.metrics["eval"]["loss"], rel=1e-4)
     # The checkpoint keeps the raw weights, which score otherwise.
     raw = _raw_weights_of(str(tmp_path / "ema"))
     assert _loss(raw) != pytest.approx(evaluated, rel=1e-3)

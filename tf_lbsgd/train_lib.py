@@ -496,6 +496,8 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     metrics = finish()
     export_path = None
     finished = int(run_.global_step.numpy()) >= run_.total_steps
+    if finished and run_.ema_weights is not None:
+        run_.ema_weights.keep_in()  # As model.fit ends: the average.
     if export and finished and mode != "eval":
         export_path = _export(run_, statistics, model_dir, chief)
     return TrainResult(run_.model, metrics, model_dir, export_path)
