@@ -55,13 +55,29 @@ def core_assignment(index, cores_per_worker, available_cores):
     return list(dict.fromkeys(picked))
 
 
-def worker_env(base_env, ports, index, cores_per_worker=None):
+class Localhost:
+    """Where `run` puts its workers by default: this host, each worker on a
+    free localhost port, started as it is."""
+
+    tool = "launch_local"
+
+    def addresses(self, workers):
+        """The `host:port` of each worker, for TF_CONFIG."""
+        return [f"localhost:{port}" for port in free_ports(workers)]
+
+    def wrap(self, index, command):  # pylint: disable=unused-argument
+        """The command line that starts worker `index`."""
+        return command
+
+
+def worker_env(base_env, ports, index, cores_per_worker=None, hosts=None):
     """Returns a copy of `base_env` with worker `index`'s TF_CONFIG (a
-    cluster of workers on localhost `ports`), its thread counts when
-    `cores_per_worker` is given, and unbuffered Python output (so its lines
-    stream as they are written)."""
+    cluster of workers on localhost `ports`, or at `hosts`, `host:port`
+    strings), its thread counts when `cores_per_worker` is given, and
+    unbuffered Python output (so its lines stream as they are written)."""
     env = dict(base_env)
-    hosts = [f"localhost:{port}" for port in ports]
+    if hosts is None:
+        hosts = [f"localhost:{port}" for port in ports]
     env["TF_CONFIG"] = json.dumps(cluster.for_hosts(hosts, index))
     env.setdefault("PYTHONUNBUFFERED", "1")
     if cores_per_worker is not None:
@@ -111,10 +127,10 @@ def describe_exit(returncode):
         return f"killed by signal {-returncode}"
 
 
-def say(message, stream=None):
-    """Prints a "launch_local: " line to stdout or `stream`."""
+def say(message, stream=None, tool="launch_local"):
+    """Prints a "<tool>: " line to stdout or `stream`."""
     with _print_lock:
-        print(f"launch_local: {message}", file=stream or sys.stdout, flush=True)
+        print(f"{tool}: {message}", file=stream or sys.stdout, flush=True)
 
 
 def _stream_output(index, pipe):
@@ -135,20 +151,22 @@ def _signal_group(proc, signum):
         pass  # Already gone.
 
 
-def _start_workers(command, workers, cores_per_worker):
+def _start_workers(command, workers, cores_per_worker, placement):
     """Starts the workers; returns their Popen objects and reader threads."""
-    ports = free_ports(workers)
+    addresses = placement.addresses(workers)
     procs, readers = [], []
     own_cores = os.sched_getaffinity(0) if cores_per_worker else None
     for index in range(workers):
-        env = worker_env(os.environ, ports, index, cores_per_worker)
+        env = worker_env(os.environ, None, index, cores_per_worker,
+                         hosts=addresses)
         cores = (core_assignment(index, cores_per_worker, own_cores)
                  if own_cores else None)
         if cores:  # The child inherits this thread's affinity at fork.
             os.sched_setaffinity(0, cores)
         try:
             procs.append(subprocess.Popen(
-                command, env=env, stdin=subprocess.DEVNULL,
+                placement.wrap(index, command), env=env,
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True))
         except OSError:
@@ -160,7 +178,7 @@ def _start_workers(command, workers, cores_per_worker):
                 os.sched_setaffinity(0, own_cores)
         pinned = f", cores {cores}" if cores else ""
         say(f"started worker {index} (pid {procs[-1].pid}) on "
-            f"localhost:{ports[index]}{pinned}")
+            f"{addresses[index]}{pinned}", tool=placement.tool)
         readers.append(threading.Thread(
             target=_stream_output, args=(index, procs[-1].stdout), daemon=True))
         readers[-1].start()
@@ -171,9 +189,10 @@ class _Supervisor:
     """Collects the workers' exit codes and stops them when one fails or
     the launcher is signalled: SIGTERM, then SIGKILL at the deadline."""
 
-    def __init__(self, procs, grace_seconds):
+    def __init__(self, procs, grace_seconds, tool="launch_local"):
         self.procs = procs
         self.grace_seconds = grace_seconds
+        self.tool = tool
         self.codes = {}
         self.deadline = None
         self.failed = False
@@ -186,14 +205,14 @@ class _Supervisor:
             self.codes[index] = code = proc.returncode
             if code == exits.PREEMPTED_EXIT_CODE:
                 say(f"worker {index} was preempted (checkpoint saved); "
-                    f"re-run the same command to resume")
+                    f"re-run the same command to resume", tool=self.tool)
             elif code != 0 and not self.failed and self.deadline is None:
                 self.failed = True  # The first failure stops the others.
                 say(f"worker {index} failed ({describe_exit(code)}); "
-                    f"stopping the other workers", sys.stderr)
+                    f"stopping the other workers", sys.stderr, self.tool)
             elif code != 0:
                 say(f"worker {index} exited ({describe_exit(code)})",
-                    sys.stderr)
+                    sys.stderr, self.tool)
 
     def stop_if_due(self, signalled):
         """SIGTERM to the running workers after a failure or a signal, and
@@ -208,7 +227,8 @@ class _Supervisor:
             self.deadline = time.monotonic() + self.grace_seconds
         if self.deadline is not None and time.monotonic() >= self.deadline:
             for index, proc in running:
-                say(f"sending SIGKILL to worker {index}", sys.stderr)
+                say(f"sending SIGKILL to worker {index}", sys.stderr,
+                    self.tool)
                 _signal_group(proc, signal.SIGKILL)
             self.deadline = float("inf")
 
@@ -217,14 +237,15 @@ class _Supervisor:
         preempted, else 1."""
         codes = self.codes.values()
         if all(code == 0 for code in codes):
-            say(f"all {len(self.procs)} workers finished")
+            say(f"all {len(self.procs)} workers finished", tool=self.tool)
             return 0
         if all(code in (0, exits.PREEMPTED_EXIT_CODE) for code in codes):
             return exits.PREEMPTED_EXIT_CODE
         return 1
 
 
-def run(command, workers, cores_per_worker=None, grace_seconds=10.0):
+def run(command, workers, cores_per_worker=None, grace_seconds=10.0,
+        placement=None):
     """Runs `command` in `workers` local worker processes until all exit.
 
     Call from the main thread: it handles SIGTERM and SIGINT meanwhile.
@@ -235,23 +256,28 @@ def run(command, workers, cores_per_worker=None, grace_seconds=10.0):
         cores_per_worker: cores and threads of each worker; None for no
             pinning.
         grace_seconds: seconds between SIGTERM and SIGKILL.
+        placement: where the workers run and how they are reached:
+            `Localhost()` (None) or `netns_cluster.Placement` (the hosts of
+            an emulated cluster).
 
     Returns:
         The launcher's exit code: 0 when all workers exit 0;
         PREEMPTED_EXIT_CODE (75) when all exit 0 or 75; 1 when one fails;
         2 when a worker cannot be started.
     """
+    placement = placement or Localhost()
     signals = []
     handlers = {s: signal.signal(s, lambda num, _: signals.append(num))
                 for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        procs, readers = _start_workers(command, workers, cores_per_worker)
+        procs, readers = _start_workers(command, workers, cores_per_worker,
+                                        placement)
     except OSError as e:
         for s, handler in handlers.items():
             signal.signal(s, handler)
-        say(f"cannot start {command[0]}: {e}", sys.stderr)
+        say(f"cannot start {command[0]}: {e}", sys.stderr, placement.tool)
         return 2
-    supervisor = _Supervisor(procs, grace_seconds)
+    supervisor = _Supervisor(procs, grace_seconds, placement.tool)
     try:
         while len(supervisor.codes) < len(procs):
             supervisor.collect_exits()
