@@ -307,3 +307,29 @@ def test_one_line_keeps_the_configurable_of_a_gin_error():
     assert cli._one_line(raised.value) == (  # pylint: disable=protected-access
         "unsupported operand type(s) for /: 'int' and 'str' "
         "(in gin configurable _divides)")
+
+
+def test_a_lost_peer_is_one_line_naming_the_newest_checkpoint(tmp_path):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tf_lbsgd import cli  # pylint: disable=import-outside-toplevel
+    (tmp_path / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-25"\n'
+        'all_model_checkpoint_paths: "ckpt-25"\n')
+    (tmp_path / "ckpt-25.index").write_bytes(b"")
+    error = tf.errors.DeadlineExceededError(
+        None, None, "{{function_node __wrapped__CollectiveReduceV2_Nordering_"
+        "token_1_device_/job:worker/replica:0/task:1/device:CPU:0}} "
+        "Collective ops is aborted by: Deadline Exceeded\n\nRPC: "
+        "/tensorflow.CoordinationService/Heartbeat")
+    message = cli.lost_peer_message(error, str(tmp_path))
+    assert message == (
+        "the workers lost a peer (DeadlineExceededError: Collective ops is "
+        "aborted by: Deadline Exceeded): its host is down, its link cut or "
+        "its process dead (a collective gives up after "
+        "distribute.build_strategy.timeout_seconds); the newest checkpoint, "
+        f"ckpt-25, is kept in {tmp_path}; re-run the same command on every "
+        "worker to resume")
+    # Anything else is not mistaken for it.
+    assert cli.lost_peer_message(tf.errors.DeadlineExceededError(
+        None, None, "reading the input took too long"), str(tmp_path)) is None
+    assert cli.lost_peer_message(ValueError("Collective"), "d") is None

@@ -17,13 +17,10 @@ import subprocess
 import sys
 import time
 
-import gin
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from tf_lbsgd import config
-from tf_lbsgd import train_lib
+import multi_worker_job as job
 from tf_lbsgd.data import sharding
 
 # abspath, not resolve(): under Bazel the test file is a symlink into the
@@ -31,31 +28,6 @@ from tf_lbsgd.data import sharding
 REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 
 LAUNCH = [sys.executable, str(REPO_ROOT / "tools" / "launch_local.py")]
-TOTAL_STEPS = 75  # 0.04 epochs of 60,000 at kn = 32.
-TINY = [  # k = 2 workers x n = 16, ResNet-8 of width 8, 5 steps per loop.
-    "experiments/fashion_mnist_default",
-    "train_lib.run.per_replica_batch_size = 16",
-    "resnet_cifar.width = 8",
-    "train_lib.run.epochs = 0.04",
-    "train_lib.run.steps_per_loop = 5",
-    "train_lib.run.checkpoint_every_steps = 20",
-    "train_lib.run.keep_checkpoints = 10",  # ckpt-5 is compared too.
-    # Every run below normalises with the same unfused BN ops and no XLA:
-    # per-worker BN as one ghost group of n per replica. XLA compiles a
-    # batch of 16 and one of 32 with different summation orders: measured
-    # 0.058 apart in a momentum slot by step 75. The fused kernel (tested
-    # against these ops in test_models.py) may round differently too.
-    "resnet_cifar.bn_group_size = 16",
-    "train_lib.run.jit_compile = False",
-]
-MULTI_WORKER = "distribute/multi_worker_ring"
-
-
-def _cli_args(model_dir):
-    files, bindings = TINY[:1] + [MULTI_WORKER], TINY[1:]
-    return (["tf-lbsgd", f"--model_dir={model_dir}", "--mode=train"]
-            + [f"--gin_file={f}" for f in files]
-            + [f"--gin_bindings={b}" for b in bindings])
 
 
 def _launch(command, workers=2, **popen):
@@ -72,75 +44,26 @@ def _run(command, workers=2, timeout=300):
     return proc.returncode, output
 
 
-def _state(model_dir, step=None):
-    """Weights, BN statistics and optimizer slots in a checkpoint (the
-    latest one, or that of `step`), by checkpoint key."""
-    path = (tf.train.latest_checkpoint(model_dir) if step is None
-            else os.path.join(model_dir, f"ckpt-{step}"))
-    reader = tf.train.load_checkpoint(path)
-    return {key: reader.get_tensor(key)
-            for key in reader.get_variable_to_shape_map()
-            if key.startswith(("model/", "optimizer/"))}
-
-
-def _latest_step(model_dir):
-    return int(re.search(r"ckpt-(\d+)$",
-                         tf.train.latest_checkpoint(model_dir)).group(1))
-
-
-def _assert_same_weights(got_dir, want_dir, rtol, atol, step=None):
-    got, want = _state(got_dir, step), _state(want_dir, step)
-    assert got.keys() == want.keys() and len(got) > 50
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=atol,
-                                   err_msg=key)
-
-
-def _stop_at(proc, pattern):
-    """Reads the launcher's output until a line matches; returns the match
-    and the output so far (the job keeps running)."""
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        match = re.search(pattern, line)
-        if match:
-            return match, "".join(lines)
-    raise AssertionError(f"{pattern!r} never printed:\n{''.join(lines)}")
-
-
-def _worker_pids(output):
-    return {int(i): int(pid) for i, pid in
-            re.findall(r"started worker (\d+) \(pid (\d+)\)", output)}
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("mw") / "uninterrupted")
-    code, output = _run(_cli_args(model_dir))
+    code, output = _run(job.cli_args(model_dir))
     assert code == 0, output[-4000:]
     return model_dir, output
-
-
-def _train_in_process(model_dir, bindings):
-    config.parse(TINY[:1], TINY[1:] + bindings)
-    try:
-        return train_lib.run(model_dir, mode="train")
-    finally:
-        gin.clear_config()
 
 
 def test_two_workers_train_like_one_process(uninterrupted, tmp_path):
     model_dir, output = uninterrupted
     assert "launch_local: all 2 workers finished" in output
-    assert _latest_step(model_dir) == TOTAL_STEPS
+    assert job.latest_step(model_dir) == job.TOTAL_STEPS
     assert not [d for d in os.listdir(model_dir) if d.startswith(".worker")]
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["num_replicas"] == 2 and metrics["global_batch_size"] == 32
     # Both workers took part in the export; the chief wrote it, once.
-    assert os.listdir(os.path.join(model_dir, "export")) == [str(TOTAL_STEPS)]
+    assert os.listdir(os.path.join(model_dir, "export")) == [str(job.TOTAL_STEPS)]
     mirrored = str(tmp_path / "mirrored")
-    _train_in_process(mirrored, ["distribute.build_strategy.num_replicas = 2",
+    job.train_in_process(mirrored, ["distribute.build_strategy.num_replicas = 2",
                                  "train_lib.run.export = False"])
     assert not os.path.exists(os.path.join(mirrored, "export"))
     # Measured on an AMD EPYC: 1.2e-7 apart at step 5, 1.8e-7 at 25, then
@@ -148,10 +71,10 @@ def test_two_workers_train_like_one_process(uninterrupted, tmp_path):
     # bit-identical to each other (tests/test_replica_sync.py), but the two
     # programs (ReductionToOneDevice in one process, RING across processes)
     # still round differently somewhere, and training amplifies it.
-    _assert_same_weights(model_dir, mirrored, rtol=1e-5, atol=1e-6, step=5)
-    _assert_same_weights(model_dir, mirrored, rtol=1e-4, atol=1e-5, step=25)
+    job.assert_same_weights(model_dir, mirrored, rtol=1e-5, atol=1e-6, step=5)
+    job.assert_same_weights(model_dir, mirrored, rtol=1e-4, atol=1e-5, step=25)
     ghost = str(tmp_path / "ghost")
-    _train_in_process(ghost, ["distribute.build_strategy.kind = 'default'",
+    job.train_in_process(ghost, ["distribute.build_strategy.kind = 'default'",
                               "train_lib.run.per_replica_batch_size = 32",
                               "resnet_cifar.bn_group_size = 16"])
     # The same arithmetic up to rounding, which training amplifies: on an
@@ -160,8 +83,8 @@ def test_two_workers_train_like_one_process(uninterrupted, tmp_path):
     # batch of 16 and one of 32 in other orders) 2.0e-7 at step 5, 1.8e-6 at 25,
     # 0.016 at 45 and 0.097 at 75 (a momentum slot), so the comparison
     # stops at 25, with a tolerance 10x the first one's.
-    _assert_same_weights(model_dir, ghost, rtol=1e-5, atol=1e-6, step=5)
-    _assert_same_weights(model_dir, ghost, rtol=1e-4, atol=1e-5, step=25)
+    job.assert_same_weights(model_dir, ghost, rtol=1e-5, atol=1e-6, step=5)
+    job.assert_same_weights(model_dir, ghost, rtol=1e-4, atol=1e-5, step=25)
 
 
 def test_each_example_once_per_epoch_across_worker_processes(tmp_path):
@@ -191,10 +114,10 @@ def test_each_example_once_per_epoch_across_worker_processes(tmp_path):
 def test_sigterm_checkpoints_every_worker_then_resumes(uninterrupted,
                                                        tmp_path):
     model_dir = str(tmp_path / "preempted")
-    proc = _launch(_cli_args(model_dir))
+    proc = _launch(job.cli_args(model_dir))
     try:
-        _, output = _stop_at(proc, r"\[worker 1\] step (\d+)/")
-        os.kill(_worker_pids(output)[1], signal.SIGTERM)
+        _, output = job.stop_at(proc, r"\[worker 1\] step (\d+)/")
+        os.kill(job.worker_pids(output)[1], signal.SIGTERM)
         rest, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -202,26 +125,26 @@ def test_sigterm_checkpoints_every_worker_then_resumes(uninterrupted,
     assert proc.returncode == 75, output[-4000:]
     for worker in (0, 1):
         assert f"worker {worker} was preempted" in output
-    step = _latest_step(model_dir)
-    assert 0 < step < TOTAL_STEPS
+    step = job.latest_step(model_dir)
+    assert 0 < step < job.TOTAL_STEPS
     assert re.search(rf"preempted at step {step}: checkpoint saved", output)
     assert not [d for d in os.listdir(model_dir) if d.startswith(".worker")]
     with open(os.path.join(model_dir, "metrics.json")) as f:
         assert json.load(f)["global_step"] == step
-    code, output = _run(_cli_args(model_dir))
+    code, output = _run(job.cli_args(model_dir))
     assert code == 0, output[-4000:]
-    assert _latest_step(model_dir) == TOTAL_STEPS
-    _assert_same_weights(model_dir, uninterrupted[0], rtol=1e-6, atol=1e-7)
+    assert job.latest_step(model_dir) == job.TOTAL_STEPS
+    job.assert_same_weights(model_dir, uninterrupted[0], rtol=1e-6, atol=1e-7)
 
 
 def test_sigkill_stops_the_job_and_the_rerun_matches(uninterrupted, tmp_path):
     model_dir = str(tmp_path / "killed")
-    proc = _launch(_cli_args(model_dir))
+    proc = _launch(job.cli_args(model_dir))
     try:
         # Worker 0's progress line of step 30: ckpt-25 was saved before
         # that loop began (orbit saves after a loop's actions).
-        _, output = _stop_at(proc, r"\[worker 0\] step 30/")
-        os.kill(_worker_pids(output)[1], signal.SIGKILL)
+        _, output = job.stop_at(proc, r"\[worker 0\] step 30/")
+        os.kill(job.worker_pids(output)[1], signal.SIGKILL)
         killed_at = time.monotonic()
         rest, _ = proc.communicate(timeout=120)
     finally:
@@ -230,8 +153,8 @@ def test_sigkill_stops_the_job_and_the_rerun_matches(uninterrupted, tmp_path):
     assert proc.returncode == 1, output[-4000:]
     assert "worker 1 failed (killed by SIGKILL); stopping" in output
     assert time.monotonic() - killed_at < 30
-    assert 25 <= _latest_step(model_dir) < TOTAL_STEPS
-    code, output = _run(_cli_args(model_dir))
+    assert 25 <= job.latest_step(model_dir) < job.TOTAL_STEPS
+    code, output = _run(job.cli_args(model_dir))
     assert code == 0, output[-4000:]
-    assert _latest_step(model_dir) == TOTAL_STEPS
-    _assert_same_weights(model_dir, uninterrupted[0], rtol=1e-6, atol=1e-7)
+    assert job.latest_step(model_dir) == job.TOTAL_STEPS
+    job.assert_same_weights(model_dir, uninterrupted[0], rtol=1e-6, atol=1e-7)

@@ -568,13 +568,27 @@ def run_cli_job(text, workspace):
 def run_launch_local(text, workspace):
     """tools/launch_local.py with the README's workers, each running the
     README's worker command cut to SHORT_JOB."""
+    _run_worker_launcher(text, workspace, "launch_local.py",
+                         lambda flags_: int(flags_["workers"]))
+
+
+def run_emulated_cluster(text, workspace):
+    """tools/emulated_cluster.py (as root: network namespaces) with the
+    README's hosts and links, each worker cut to SHORT_JOB."""
+    _run_worker_launcher(
+        text, workspace, "emulated_cluster.py",
+        lambda flags_: int(flags_.get("hosts", 2)) * int(
+            flags_.get("workers_per_host", 1)))
+
+
+def _run_worker_launcher(text, workspace, tool, count_workers):
     argv = shlex.split(text)
     split = argv.index("--")
     script, launcher_args = split_python_command(shlex.join(argv[:split]))
-    assert_flags_defined(launcher_args, script, "launch_local.py")
+    assert_flags_defined(launcher_args, script, tool)
     worker = argv[split + 1:]
     assert worker[0] in CLI_PROGRAMS, worker
-    workers = int(dict(flag_values(launcher_args))["workers"])
+    workers = count_workers(dict(flag_values(launcher_args)))
     check_cli_args_statically(worker[1:])
     check_batch_fits(workers)
     worker_args = (workspace.redirect_outputs(worker[1:])
@@ -952,6 +966,14 @@ RULES = {
     "python tools/bench_input_pipeline.py": BENCHMARK,
     "tools/bench_train_step.py --precision=float32,mixed_bfloat16": BENCHMARK,
     "python tools/bench_scaling.py --measure_compute": BENCHMARK,
+    ".venv/bin/python tools/emulated_cluster.py --hosts=2 --rate_mbit=1000 "
+    "-- tf-lbsgd --gin_file=experiments/fashion_mnist_default "
+    "--gin_file=distribute/multi_worker_ring "
+    "--gin_bindings='train_lib.run.global_batch_size = 256' "
+    "--gin_bindings='train_lib.run.per_replica_batch_size = None' "
+    "--model_dir=runs/two_hosts": Rule(
+        run_emulated_cluster, "runs as root with its 2 hosts, cut to "
+        "SHORT_JOB"),
     "tools/launch_local.py --cores-per-worker 1": Rule(
         static_tool_flags, "a fragment (the launcher options of "
         "bench_scaling); the whole launch_local command runs above"),

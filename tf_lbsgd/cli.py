@@ -201,6 +201,13 @@ def main(argv):
     except FloatingPointError as e:  # The last good checkpoint is kept.
         print(f"tf-lbsgd: diverged: {e}", file=sys.stderr)
         exits.exit_now(exits.DIVERGED_EXIT_CODE)
+    except Exception as e:  # pylint: disable=broad-except
+        lost = lost_peer_message(e, _MODEL_DIR.value)
+        if lost is None:
+            raise
+        print(f"tf-lbsgd: error: {lost}", file=sys.stderr)
+        # The peers are gone: the teardown would wait for them.
+        exits.exit_now(exits.LOST_PEER_EXIT_CODE)
     # Missing data, a bad setting, a value of the wrong type in a binding.
     except (FileNotFoundError, ValueError, TypeError) as e:
         _remove_if_empty(new_directories)  # Made before the error was seen.
@@ -210,6 +217,43 @@ def main(argv):
     # TensorFlow's destructor of the input pipeline waited ~3 minutes (seen
     # in 2 of 3 runs of the quick check) or, with 64 replicas, deadlocked.
     exits.exit_now(0)
+
+
+# TensorFlow's words for a collective or the coordination service giving up
+# on a peer: a collective timeout, missed heartbeats, a refused connection.
+_LOST_PEER_ERRORS = ("DeadlineExceededError", "UnavailableError",
+                     "AbortedError", "CancelledError")
+_LOST_PEER_WORDS = ("Collective", "heartbeat", "CoordinationService")
+
+
+def lost_peer_message(error, model_dir):
+    """One line for a multi-worker run that lost a peer, or None when
+    `error` is something else.
+
+    A collective that waited longer than its timeout
+    (`distribute.build_strategy.timeout_seconds`), or the coordination
+    service's heartbeats that stopped: a peer's host is down, its link cut
+    or its process dead. The run's checkpoints are kept; the newest one is
+    named.
+    """
+    name = type(error).__name__
+    text = str(error)
+    if name not in _LOST_PEER_ERRORS or not any(
+            word in text for word in _LOST_PEER_WORDS):
+        return None
+    reason = next((line.strip() for line in text.splitlines()
+                   if "aborted by" in line or "unhealthy" in line),
+                  text.splitlines()[0].strip() if text else name)
+    reason = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", reason)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    newest = tf.train.latest_checkpoint(model_dir)
+    newest = os.path.basename(newest) if newest else None
+    kept = (f"the newest checkpoint, {newest}, is kept in {model_dir}"
+            if newest else f"no checkpoint was saved in {model_dir} yet")
+    return (f"the workers lost a peer ({name}: {reason}): its host is down, "
+            f"its link cut or its process dead (a collective gives up after "
+            f"distribute.build_strategy.timeout_seconds); {kept}; re-run the "
+            f"same command on every worker to resume")
 
 
 def _parse_flags(argv):

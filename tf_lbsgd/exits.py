@@ -18,6 +18,9 @@ import sys
 DIVERGED_EXIT_CODE = 3
 # EX_TEMPFAIL: "try again later". tools/launch_local.py knows this code.
 PREEMPTED_EXIT_CODE = 75
+# EX_UNAVAILABLE: a multi-worker run lost a peer (a collective timed out,
+# heartbeats stopped); its checkpoints are kept and a re-run resumes.
+LOST_PEER_EXIT_CODE = 69
 # 128 + SIGINT: what a shell reports for a program stopped by Ctrl-C.
 INTERRUPTED_EXIT_CODE = 130
 
