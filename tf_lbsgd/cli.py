@@ -201,6 +201,11 @@ def main(argv):
     except FloatingPointError as e:  # The last good checkpoint is kept.
         print(f"tf-lbsgd: diverged: {e}", file=sys.stderr)
         exits.exit_now(exits.DIVERGED_EXIT_CODE)
+    # Missing data, a bad setting, a value of the wrong type in a binding.
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        _remove_if_empty(new_directories)  # Made before the error was seen.
+        return _config_error(e)
+    # Last, anything else: a multi-worker run that lost a peer is one line.
     except Exception as e:  # pylint: disable=broad-except
         lost = lost_peer_message(e, _MODEL_DIR.value)
         if lost is None:
@@ -208,10 +213,6 @@ def main(argv):
         print(f"tf-lbsgd: error: {lost}", file=sys.stderr)
         # The peers are gone: the teardown would wait for them.
         exits.exit_now(exits.LOST_PEER_EXIT_CODE)
-    # Missing data, a bad setting, a value of the wrong type in a binding.
-    except (FileNotFoundError, ValueError, TypeError) as e:
-        _remove_if_empty(new_directories)  # Made before the error was seen.
-        return _config_error(e)
     print(progress.final_summary(metrics, _MODEL_DIR.value))
     # Everything is written: exit without the interpreter's teardown, where
     # TensorFlow's destructor of the input pipeline waited ~3 minutes (seen
