@@ -5,10 +5,12 @@ on Ctrl-C. Skipped, with the reason, where namespaces cannot be made."""
 
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -206,16 +208,38 @@ def test_ctrl_c_stops_the_workers_and_tears_down():
     assert _ours("lbint") == []
 
 
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
 def test_without_root_it_says_why(tmp_path):
-    if os.geteuid() != 0:
-        reason = "already not root: the tool's refusal is the same"
-    else:
-        reason = None
-    command = [sys.executable, TOOL, "--hosts=2", "--", "true"]
-    if reason is None:
-        command = ["setpriv", "--reuid=65534", "--regid=65534",
-                   "--clear-groups"] + command
-    result = subprocess.run(command, capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path, check=False)
+    """As root, run the tool as nobody (uid 65534): from a world-readable
+    copy, as Bazel's runfiles may sit in root's private cache."""
+    if os.geteuid() == 0:
+        if subprocess.run(NOBODY + [sys.executable, "-c", "import absl"],
+                          capture_output=True, check=False).returncode:
+            pytest.skip("nobody cannot run this Python (it lives in a "
+                        "private directory)")
+        # Not under tmp_path: pytest's and Bazel's temporary directories
+        # are root's alone.
+        copy = pathlib.Path(tempfile.mkdtemp(prefix="tf_lbsgd_nobody_",
+                                             dir="/tmp"))
+        try:
+            shutil.copytree(REPO_ROOT / "tf_lbsgd", copy / "tf_lbsgd",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copy(TOOL, copy / "emulated_cluster.py")
+            for path in [copy, *copy.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            result = subprocess.run(
+                NOBODY + [sys.executable, str(copy / "emulated_cluster.py"),
+                          "--hosts=2", "--", "true"],
+                capture_output=True, text=True, timeout=60, cwd=copy,
+                env=dict(os.environ, PYTHONPATH=str(copy)), check=False)
+        finally:
+            shutil.rmtree(copy)
+    else:  # Not root already: the tool's refusal is the same.
+        result = subprocess.run(
+            [sys.executable, TOOL, "--hosts=2", "--", "true"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "network namespaces need root" in result.stderr
