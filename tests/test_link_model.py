@@ -47,9 +47,16 @@ def test_prediction_is_the_ring_formula_on_the_links_rate():
     held, count, worst = link_model.verdict(list(rows.values()))
     assert (held, count) == (True, 1) and worst == pytest.approx(
         big["ratio"])
+    # Beside the link's time plus the CPU's own: 0.75 / (0.6731 + 0.05).
+    assert big["serial_ratio"] == pytest.approx(0.75 / (big["predicted"]
+                                                        + 0.05))
     table = link_model.table(list(rows.values()))
-    assert "| 2 | 100 | 8.0 | one pack | 750.0 | 673.1 | 1.11 | 50.0 | link |" \
-        in table
+    assert ("| 2 | 100 | 8.0 | one pack | 750.0 | 673.1 | 1.11 | 50.0 | 1.04 "
+            "| link |") in table
+    assert "| 0.1 | one pack | 7.2 | 7.2 | 1.00 | 4.0 | 0.64 | both |" in table
+    assert link_model.verdict_line(list(rows.values())) == (
+        "the ring model holds within 20% at all 1 link-bound points (worst "
+        "measured / model: 1.11)")
 
 
 def test_a_point_off_by_more_than_the_goal_fails_it():
@@ -58,6 +65,8 @@ def test_a_point_off_by_more_than_the_goal_fails_it():
                                _record(None, 8 * MIB, 0.05)])
     held, count, worst = link_model.verdict(rows)
     assert (held, count) == (False, 1) and worst > 1.2
+    assert link_model.verdict_line(rows).startswith(
+        "the ring model misses 20% at 1 of 1 link-bound points")
 
 
 def test_messages_are_cut_into_tensors_of_a_mebibyte():

@@ -107,13 +107,8 @@ def run_driver(values):
                 records += json.load(f)["records"]
     rows = link_model.compare(records)
     print(link_model.table(rows))
-    held, count, worst = link_model.verdict(rows)
-    if count:
-        print(f"bench_links: the model {'holds' if held else 'misses'} "
-              f"within {link_model.GOAL_RELATIVE_ERROR:.0%} at all {count} "
-              f"link-bound points (worst measured / model: {worst:.2f})")
-    else:
-        print("bench_links: no point was link-bound")
+    print(f"bench_links: {link_model.verdict_line(rows)}")
+    print(f"bench_links: {link_model.verdict_line(rows, 'serial_ratio', 'the ring model + the unshaped time')}")
     wall = time.monotonic() - start
     if values.out_json:
         tables.write_json(values.out_json, {
