@@ -972,6 +972,8 @@ RULES = {
     "python tools/bench_input_pipeline.py": BENCHMARK,
     "tools/bench_train_step.py --precision=float32,mixed_bfloat16": BENCHMARK,
     "python tools/bench_scaling.py --measure_compute": BENCHMARK,
+    ".venv/bin/python tools/bench_links.py --rates_mbit=0,500,1000,2000 "
+    "--out_json=docs/performance/links.json": BENCHMARK,
     ".venv/bin/python tools/emulated_cluster.py --hosts=2 --rate_mbit=1000 "
     "-- tf-lbsgd --gin_file=experiments/fashion_mnist_default "
     "--gin_file=distribute/multi_worker_ring "
