@@ -7,7 +7,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,18 +19,13 @@ from tf_lbsgd import netns_cluster
 REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 TOOL = str(REPO_ROOT / "tools" / "emulated_cluster.py")
 
-try:
-    netns_cluster.check_available()
-    UNAVAILABLE = None
-except netns_cluster.NamespacesUnavailable as e:
-    UNAVAILABLE = str(e)
+UNAVAILABLE = netns_cluster.unavailable_reason()
 needs_namespaces = pytest.mark.skipif(UNAVAILABLE is not None,
                                       reason=str(UNAVAILABLE))
 
 # A TCP receiver and sender run inside the namespaces: the sender's time for
 # MEGABYTES at the link's rate.
 RECEIVER = """
-import socket
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 5555)); s.listen(1); print("ready", flush=True)

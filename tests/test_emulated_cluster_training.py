@@ -24,11 +24,7 @@ REPO_ROOT = pathlib.Path(os.path.abspath(__file__)).parents[1]
 TOOL = [sys.executable, str(REPO_ROOT / "tools" / "emulated_cluster.py")]
 TIMEOUT_SECONDS = 10  # Of each collective, in the link-down test.
 
-try:
-    netns_cluster.check_available()
-    UNAVAILABLE = None
-except netns_cluster.NamespacesUnavailable as e:
-    UNAVAILABLE = str(e)
+UNAVAILABLE = netns_cluster.unavailable_reason()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None,
                                 reason=str(UNAVAILABLE))
 

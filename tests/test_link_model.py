@@ -75,11 +75,7 @@ def test_messages_are_cut_into_tensors_of_a_mebibyte():
     assert link_bench.message_shapes(1) == [(1,)]
 
 
-try:
-    netns_cluster.check_available()
-    UNAVAILABLE = None
-except netns_cluster.NamespacesUnavailable as e:
-    UNAVAILABLE = str(e)
+UNAVAILABLE = netns_cluster.unavailable_reason()
 
 
 @pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))

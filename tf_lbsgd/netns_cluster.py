@@ -71,6 +71,16 @@ def check_available():
     _ip("netns", "del", probe, check=False)
 
 
+def unavailable_reason():
+    """None where namespaces can be made here, else why not (for a test's
+    skip)."""
+    try:
+        check_available()
+    except NamespacesUnavailable as e:
+        return str(e)
+    return None
+
+
 def namespaces():
     """The names of the machine's network namespaces."""
     return [line.split()[0] for line in _ip("netns", "list").splitlines()
