@@ -84,7 +84,7 @@ def test_the_tool_measures_a_shaped_link(tmp_path):
     result = subprocess.run(
         [sys.executable, TOOL, "--rates_mbit=0,200",
          "--sizes=65536,4194304", "--bytes_per_pack=0", "--repeats=2",
-         f"--out_json={out}"],
+         "--name=lblinks", f"--out_json={out}"],
         capture_output=True, text=True, timeout=300, check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
@@ -97,4 +97,4 @@ def test_the_tool_measures_a_shaped_link(tmp_path):
     assert big["link_bound"], big
     assert 0.7 < big["ratio"] < 1.5, big
     assert not [ns for ns in netns_cluster.namespaces()
-                if ns.startswith("lb")], "a namespace was left"
+                if ns.startswith("lblinks-")], "a namespace was left"

@@ -49,6 +49,8 @@ flags.DEFINE_integer("repeats", 3, "Timed calls per size (after a warm-up).",
 flags.DEFINE_float("rate", None, "Worker: the link rate it runs on.")
 flags.DEFINE_string("worker_json", None, "Worker: where the chief writes.")
 flags.DEFINE_string("out_json", None, "Write every number here.")
+flags.DEFINE_string("name", None, "Prefix of the namespaces (at most 8 "
+                    "letters and digits); default lb<pid>.")
 
 
 def _ints(values, name):
@@ -96,8 +98,8 @@ def run_driver(values):
                        f"--worker_json={out}", f"--repeats={values.repeats}",
                        "--sizes=" + ",".join(values.sizes),
                        "--bytes_per_pack=" + ",".join(values.bytes_per_pack)]
-            with netns_cluster.EmulatedCluster(values.hosts,
-                                               rate or None) as cluster:
+            with netns_cluster.EmulatedCluster(values.hosts, rate or None,
+                                               values.name) as cluster:
                 code = launch.run(command, values.hosts,
                                   placement=netns_cluster.Placement(cluster))
             if code or not os.path.exists(out):
