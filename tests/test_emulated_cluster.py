@@ -26,6 +26,7 @@ needs_namespaces = pytest.mark.skipif(UNAVAILABLE is not None,
 # A TCP receiver and sender run inside the namespaces: the sender's time for
 # MEGABYTES at the link's rate.
 RECEIVER = """
+import socket
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 5555)); s.listen(1); print("ready", flush=True)
