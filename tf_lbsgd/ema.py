@@ -24,10 +24,12 @@ def uses_ema(optimizer):
 class EmaWeights:
     """Swaps the optimizer's moving averages in and out of the model.
 
-    Build it under the strategy's scope, after the optimizer is built; call
-    its methods in cross-replica context (between `strategy.run` calls). The
-    replicas' copies of a weight are equal (synchronous SGD), so the raw
-    weights are saved from any one of them and put back into all.
+    The swap exchanges each weight's value with its average's, in place:
+    no copy of the model is kept (ResNet-50's would be 100 MB), and doing it
+    twice puts everything back. Build it after the optimizer; call its
+    methods in cross-replica context (between `strategy.run` calls). The
+    replicas' copies of a weight are equal (synchronous SGD), so any one of
+    them is the value put into all.
 
     Args:
         model: the Keras model the optimizer trains.
@@ -47,31 +49,28 @@ class EmaWeights:
                 f"the optimizer averages {len(self._averages)} variables but "
                 f"the model trains {len(self._weights)}: build the optimizer "
                 f"on model.trainable_variables")
-        self._saved = [tf.Variable(w.value, trainable=False,
-                                   name="raw_weight")
-                       for w in self._weights]
         self.swapped_in = False
 
-    def swap_in(self):
-        """Saves the raw weights and puts the averages into the model."""
-        if self.swapped_in:
-            return
-        for weight, average, saved in zip(self._weights, self._averages,
-                                          self._saved):
-            saved.assign(weight.value)
+    def _exchange(self):
+        for weight, average in zip(self._weights, self._averages):
+            raw = tf.identity(weight.value)
             weight.assign(average.value)
-        self.swapped_in = True
+            average.assign(raw)
+        self.swapped_in = not self.swapped_in
+
+    def swap_in(self):
+        """Puts the averages into the model (and the raw weights aside)."""
+        if not self.swapped_in:
+            self._exchange()
 
     def swap_out(self):
         """Puts the raw weights back (nothing if they are in)."""
-        if not self.swapped_in:
-            return
-        for weight, saved in zip(self._weights, self._saved):
-            weight.assign(saved)
-        self.swapped_in = False
+        if self.swapped_in:
+            self._exchange()
 
     def keep_in(self):
         """Puts the averages into the model for good (the export, the
         returned model): the raw weights are then only in the checkpoint."""
-        self.swap_in()
-        self.swapped_in = False
+        self.swap_out()
+        for weight, average in zip(self._weights, self._averages):
+            weight.assign(average.value)
