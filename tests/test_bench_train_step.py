@@ -156,6 +156,9 @@ def test_tiny_run_writes_a_consistent_table(tmp_path):
     assert "\nmixed_bfloat16 (computing in bfloat16; peaks: matmul" in table
     assert table.count("| ours |") == 3  # Two precisions and the ratios.
     assert payload["global_batch"] == 16 and payload["replicas"] == 2
+    assert payload["threads"] == {"inter_op": 0, "intra_op": 0,
+                                  "reason": "set: TensorFlow's default"}
+    assert "threads per op all (set: TensorFlow's default)" in table
     assert payload["machine"]["cores"] == os.cpu_count()
     assert payload["precisions"] == ["float32", "mixed_bfloat16"]
     peaks = payload["peaks_gflops"]
@@ -183,3 +186,13 @@ def test_tiny_run_writes_a_consistent_table(tmp_path):
         pytest.approx(fp32["ours"]["median_s_per_step"]
                       / bf16["ours"]["median_s_per_step"]))
 
+
+
+def test_bad_cpu_threads_is_a_usage_error():
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "bench_train_step.py"),
+         "--cpu_threads=fast"], capture_output=True, text=True, timeout=120,
+        check=False)
+    assert result.returncode == 1
+    assert "--cpu_threads must be 'auto', 'default' or a pair" in (
+        result.stderr)

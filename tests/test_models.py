@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tf_lbsgd import distribute
+from tf_lbsgd import precision
 
 from tf_lbsgd.models import layers
 from tf_lbsgd.models.resnet_cifar import resnet_cifar
@@ -51,6 +52,49 @@ def test_fused_kernel_gives_the_unfused_gradients(shape):
         np.testing.assert_allclose(np.asarray(fused_value),
                                    np.asarray(plain_value),
                                    rtol=2e-5, atol=2e-4)
+
+
+def test_fused_kernel_takes_bfloat16_batches_as_a_float32_copy_would():
+    """A bfloat16 batch goes into the fused kernel without a float32 copy:
+    output, moving statistics and gradients are those of the kernel on the
+    float32 copy (the layer's path before) to bfloat16's rounding (2 units
+    of its last place), and near numpy's."""
+    shape = (8, 6, 6, 4)
+    x = tf.cast(np.random.default_rng(3).normal(1.0, 2.0, shape), tf.bfloat16)
+    gamma = np.linspace(0.5, 2.0, shape[-1]).astype("f4")
+    with precision.dtype_policy("mixed_bfloat16"):
+        bn = layers.WorkerBatchNorm(momentum=0.5, fused=True)
+    bn.build(shape)
+    bn.gamma.assign(gamma)
+
+    def run(normalise):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = normalise(x)
+            loss = tf.reduce_sum(tf.cast(out, tf.float32) ** 2)
+        return [out, *tape.gradient(loss, [x, bn.gamma, bn.beta])]
+
+    ours = run(lambda batch: bn(batch, training=True))
+    statistics = [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
+
+    def float32_copy(batch):
+        out, mean, variance = bn._fused(tf.cast(batch, tf.float32))  # pylint: disable=protected-access
+        statistics.extend([0.5 * mean.numpy(), 0.5 + 0.5 * variance.numpy()])
+        return tf.cast(out, tf.bfloat16)
+
+    reference = run(float32_copy)
+    assert ours[0].dtype == tf.bfloat16
+    for got, want in zip(ours, reference):
+        got, want = (np.asarray(tf.cast(value, tf.float32))
+                     for value in (got, want))
+        np.testing.assert_allclose(got, want, rtol=2 ** -7,
+                                   atol=2 ** -7 * np.abs(want).max())
+    np.testing.assert_allclose(statistics[:2], statistics[2:], rtol=1e-6)
+    expected, mean, _ = _numpy_bn(np.asarray(tf.cast(x, tf.float64)))
+    np.testing.assert_allclose(
+        np.asarray(tf.cast(ours[0], tf.float32)), gamma * expected,
+        rtol=0.02, atol=0.02)
+    np.testing.assert_allclose(statistics[0], 0.5 * mean, rtol=1e-5)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

@@ -971,6 +971,12 @@ RULES = {
     "python tools/bench_train_step.py --model=small --rounds=3": BENCHMARK,
     "python tools/bench_input_pipeline.py": BENCHMARK,
     "tools/bench_train_step.py --precision=float32,mixed_bfloat16": BENCHMARK,
+    "tools/bench_train_step.py --model=small --cpu_threads=default": BENCHMARK,
+    "tools/bench_train_step.py --model=small --rounds=2 "
+    "--precision=float32,mixed_bfloat16 --peers=ours,ours_xla,keras_fit":
+        BENCHMARK,
+    "tools/profile_train_step.py --model=resnet50 "
+    "--precision=float32,mixed_bfloat16": BENCHMARK,
     "python tools/bench_scaling.py --measure_compute": BENCHMARK,
     ".venv/bin/python tools/bench_links.py --rates_mbit=0,500,1000,2000 "
     "--out_json=docs/performance/links.json": BENCHMARK,

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tf_lbsgd import checks
 from tf_lbsgd import cluster
+from tf_lbsgd import cpu_threads as cpu_threads_lib
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "tpu")
@@ -86,13 +87,15 @@ def check_num_replicas(num_replicas, num_gpus=0):
             f"resnet_cifar.bn_group_size = n, which computes the same")
 
 
-def _mirrored(num_replicas):
+def _mirrored(num_replicas, cpu_threads):
     # Physical, not logical: listing logical devices would initialise TF
     # before the CPU can be split.
     if tf.config.list_physical_devices("GPU"):
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = gpus[:num_replicas] if num_replicas else gpus
         return tf.distribute.MirroredStrategy(devices)
+    cpu_threads_lib.apply(*cpu_threads_lib.choose(cpu_threads,
+                                                  num_replicas or 1))
     return logical_cpu_strategy(num_replicas or 1)
 
 
@@ -209,7 +212,8 @@ def _tpu(tpu_address):
 
 @gin.configurable
 def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
-                   timeout_seconds=None, tpu_address="local"):
+                   timeout_seconds=None, tpu_address="local",
+                   cpu_threads=cpu_threads_lib.AUTO):
     """Builds the tf.distribute strategy named by `kind`.
 
     Args:
@@ -223,6 +227,10 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
         timeout_seconds: the timeout of every collective, None for none.
         tpu_address: for `tpu`: 'local' (the TPUs of this Cloud TPU VM),
             or a TPU's name or grpc:// address.
+        cpu_threads: for `mirrored` on a CPU: 'auto' (one thread per op
+            for several replicas where that measured faster), 'default'
+            (TensorFlow's) or (inter_op, intra_op) (`cpu_threads.choose`);
+            applied before TensorFlow initialises.
 
     Returns:
         A `tf.distribute.Strategy`.
@@ -237,6 +245,7 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
     check_cluster_kind(kind)
     check_num_replicas(num_replicas,
                        len(tf.config.list_physical_devices("GPU")))
+    cpu_threads_lib.choose(cpu_threads, 1)  # A bad setting fails first.
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "one_device":
@@ -244,7 +253,7 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus
                                                else "/cpu:0")
     if kind == "mirrored":
-        return _mirrored(num_replicas)
+        return _mirrored(num_replicas, cpu_threads)
     if kind == "multi_worker_mirrored":
         return _multi_worker(collective, timeout_seconds)
     if kind == "tpu":

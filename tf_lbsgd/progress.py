@@ -235,6 +235,10 @@ def _training_line(metrics):
     if metrics.get("xla"):
         parts.append(f"XLA {'on' if metrics['xla']['jit_compile'] else 'off'}"
                      f" ({metrics['xla']['reason']})")
+    threads = metrics.get("cpu_threads")
+    if threads and (threads["inter_op"] or threads["intra_op"]):
+        parts.append(f"{threads['intra_op'] or 'all'} thread(s) per op "
+                     f"({threads['reason']})")
     for key, what in (("skipped_steps", "steps skipped (loss scale)"),
                       ("skipped_images", "images skipped (unreadable)")):
         if metrics.get(key):

@@ -23,6 +23,7 @@ import tensorflow as tf
 from tf_lbsgd import allreduce
 from tf_lbsgd import checkpoints
 from tf_lbsgd import checks
+from tf_lbsgd import cpu_threads
 from tf_lbsgd import distribute
 from tf_lbsgd import ema
 from tf_lbsgd import export as export_lib
@@ -159,6 +160,7 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
         "examples_per_second": steps_done * global_batch / seconds
         if steps_done and seconds > 0 else None,
         "xla": run.xla,
+        "cpu_threads": cpu_threads.chosen(),
     }
     if not steps_done:  # Nothing trained now: keep the earlier throughput.
         metrics["examples_per_second"] = earlier.get("examples_per_second")

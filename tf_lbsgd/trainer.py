@@ -130,8 +130,9 @@ class Trainer(orbit.StandardTrainer):
                                    or allreduce.GradientAllReduce())
         self.loss_scaling = isinstance(optimizer,
                                        keras.optimizers.LossScaleOptimizer)
-        self._gradients = tf.function(self._forward_backward,
-                                      jit_compile=jit_compile)
+        self._gradients = (tf.function(self._forward_backward,
+                                       jit_compile=True) if jit_compile
+                           else self._forward_backward)
         with strategy.scope():
             self.sums = _Accumulators(["loss", "correct", "examples"])
             if skipped_steps is None:

@@ -19,11 +19,13 @@ machine.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
 
 from tf_lbsgd import benchmark
+from tf_lbsgd import cpu_threads
 from tf_lbsgd.benchmarks import peaks
 from tf_lbsgd.benchmarks import train_step
 
@@ -46,6 +48,11 @@ _PEAK_MATMUL_SIZE = flags.DEFINE_integer(
 _PEAK_CONV_BATCH = flags.DEFINE_integer(
     "peak_conv_batch", peaks.CONV_SHAPE["batch"],
     "Batch of the peak 3x3 convolution (56x56x64 -> 64).")
+_CPU_THREADS = flags.DEFINE_string(
+    "cpu_threads", "default",
+    "TensorFlow's threads for the peers of this process: 'default', 'auto' "
+    "(what the project's runs choose for --replicas on this CPU) or "
+    "'inter_op,intra_op'.")
 _OUT_JSON = flags.DEFINE_string("out_json", None,
                                 "Write all measurements here.")
 
@@ -58,12 +65,30 @@ def main(argv):
         train_step.check_precisions(_PRECISION.value)
     except ValueError as error:
         raise app.UsageError(f"--precision: {error}") from error
+    threads = _CPU_THREADS.value
+    if threads not in ("default", "auto"):
+        try:
+            threads = tuple(int(count) for count in threads.split(","))
+        except ValueError:
+            pass  # Refused with the setting's own message below.
+    try:
+        cpu_threads.choose(threads, 1, where="--")
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
     table, payload = train_step.run_benchmark(
         _MODEL.value, _ROUNDS.value, _BATCH.value, _STEPS.value,
         _PEERS.value, _REPLICAS.value, _PRECISION.value,
-        _PEAK_MATMUL_SIZE.value, _PEAK_CONV_BATCH.value)
+        _PEAK_MATMUL_SIZE.value, _PEAK_CONV_BATCH.value,
+        cpu_threads=threads)
     print(table)
     benchmark.write_json(_OUT_JSON.value, payload)
+    # With one thread per op (--cpu_threads=auto, several replicas) the
+    # destructor of an endless synthetic dataset's iterator can wait forever
+    # at exit (a MultiDeviceIterator's thread, seen on the Xeon with the
+    # small model): everything is written, so leave without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import keras
 import tensorflow as tf
 
 from tf_lbsgd import benchmark
+from tf_lbsgd import cpu_threads as cpu_threads_lib
 from tf_lbsgd import distribute
 from tf_lbsgd import precision as precision_lib
 from tf_lbsgd.analysis import machine
@@ -449,7 +450,8 @@ def _by_precision(precisions, results, failures, global_batch, gflop, peaks):
 def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
                   replicas=None, precisions=("float32",),
                   peak_matmul_size=peaks_lib.MATMUL_SIZE,
-                  peak_conv_batch=peaks_lib.CONV_SHAPE["batch"], peak_runs=5):
+                  peak_conv_batch=peaks_lib.CONV_SHAPE["batch"], peak_runs=5,
+                  cpu_threads=cpu_threads_lib.DEFAULT):
     """Measures the peers of `model_name` in each precision, interleaved.
 
     Each round runs the peak kernels (matmul and conv in float32, bfloat16
@@ -469,6 +471,10 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
         peak_conv_batch: The peak convolution's batch (16; 1 for tests).
         peak_runs: Timed runs of each peak kernel per round (the median
             counts).
+        cpu_threads: TensorFlow's thread counts for every peer of this
+            process (`cpu_threads.choose`: 'default', 'auto' for what the
+            project's runs choose, or (inter_op, intra_op)); Model Garden's
+            loop, a process of its own, keeps TensorFlow's default.
 
     Returns:
         (table: markdown with a heading line, the CPU's bfloat16 line, the
@@ -483,11 +489,14 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
     precisions = check_precisions(precisions)
     spec = dict(MODELS[model_name])
     spec["replicas"] = replicas or spec["replicas"]
-    strategy = strategy_for(spec["replicas"])
     per_replica = (batch // spec["replicas"] if batch
                    else spec["per_replica_batch"])
     global_batch = per_replica * spec["replicas"]
     steps = steps or spec["steps"]
+    cpu_threads_lib.apply(*cpu_threads_lib.choose(
+        cpu_threads, spec["replicas"], where="--"))  # Before TF starts.
+    threads = cpu_threads_lib.chosen()
+    strategy = strategy_for(spec["replicas"])
     conv_shape = dict(peaks_lib.CONV_SHAPE, batch=peak_conv_batch)
     kernels = peaks_lib.peak_kernels(peak_dtypes(precisions),
                                      peak_matmul_size, conv_shape, peak_runs)
@@ -507,7 +516,8 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
         f"{model_name}: global batch {global_batch} "
         f"({spec['replicas']} replica(s)), {steps} steps per timing, "
         f"{rounds} rounds, median; training {gflop:.3g} GFLOP/image; "
-        f"CPU {machine.cpu_model()}",
+        f"CPU {machine.cpu_model()}; threads per op "
+        f"{threads['intra_op'] or 'all'} ({threads['reason']})",
         peaks_lib.peaks_table(peaks, capability, peak_matmul_size,
                               conv_shape),
         *sections])
@@ -528,8 +538,5 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
                "peak_shapes": {"matmul_size": peak_matmul_size,
                                "conv": conv_shape, "runs": peak_runs},
                "cpu_bfloat16": capability,
-               "threads": {"intra_op": tf.config.threading
-                           .get_intra_op_parallelism_threads(),
-                           "inter_op": tf.config.threading
-                           .get_inter_op_parallelism_threads()}}
+               "threads": threads}
     return table, payload

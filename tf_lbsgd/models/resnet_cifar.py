@@ -10,12 +10,13 @@ import gin
 import keras
 
 from tf_lbsgd import checks
+from tf_lbsgd.models import conv
 from tf_lbsgd.models import init
 from tf_lbsgd.models.layers import WorkerBatchNorm
 
 
 def _conv(filters, kernel_size, strides, name):
-    return keras.layers.Conv2D(
+    return conv.Conv2D(
         filters, kernel_size, strides=strides, padding="same", use_bias=False,
         kernel_initializer=init.he_conv_initializer(), name=name)
 

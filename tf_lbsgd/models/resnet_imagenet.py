@@ -12,6 +12,7 @@ The model carries the paper's per-worker BN, zero-gamma and init (R9-R11).
 import gin
 import keras
 
+from tf_lbsgd.models import conv
 from tf_lbsgd.models import init
 from tf_lbsgd.models import resnet_spec
 from tf_lbsgd.models.layers import WorkerBatchNorm
@@ -28,7 +29,7 @@ def _conv(x, filters, kernel_size, strides, name):
     if strides > 1 and kernel_size > 1:
         x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         padding = "valid"
-    return keras.layers.Conv2D(
+    return conv.Conv2D(
         filters, kernel_size, strides=strides, padding=padding,
         use_bias=False, kernel_initializer=init.he_conv_initializer(),
         name=name)(x)
