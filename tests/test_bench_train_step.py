@@ -187,7 +187,6 @@ def test_tiny_run_writes_a_consistent_table(tmp_path):
                       / bf16["ours"]["median_s_per_step"]))
 
 
-
 def test_bad_cpu_threads_is_a_usage_error():
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / "bench_train_step.py"),
