@@ -97,3 +97,15 @@ def test_the_summary_line_says_what_was_chosen():
     metrics["cpu_threads"] = {"inter_op": 0, "intra_op": 0, "reason": "x"}
     assert "per op" not in progress.final_summary(
         metrics, "/nonexistent").splitlines()[0]
+
+
+@pytest.mark.parametrize("text, setting", [
+    ("auto", "auto"), ("default", "default"), ("2,1", (2, 1))])
+def test_flag_values(text, setting):
+    assert cpu_threads.parse_flag(text) == setting
+
+
+@pytest.mark.parametrize("text", ["fast", "2", "2,x", "-1,1"])
+def test_bad_flag_values_name_the_flag(text):
+    with pytest.raises(ValueError, match="--cpu_threads must be"):
+        cpu_threads.parse_flag(text)

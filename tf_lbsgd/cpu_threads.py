@@ -78,6 +78,23 @@ def choose(setting, num_replicas, cpuinfo_text=None,
                      f"got {setting!r}")
 
 
+def parse_flag(text):
+    """A `--cpu_threads` flag's setting: 'auto', 'default' or
+    'inter_op,intra_op' as a pair of ints.
+
+    Raises:
+        ValueError: naming the flag and its value otherwise.
+    """
+    setting = text
+    if text not in (AUTO, DEFAULT):
+        try:
+            setting = tuple(int(count) for count in text.split(","))
+        except ValueError:
+            pass  # Refused with the setting's own message below.
+    choose(setting, 1, where="--")
+    return setting
+
+
 def apply(inter_op, intra_op, reason):
     """Sets TensorFlow's thread counts and remembers the choice for
     `chosen()`. They can only be set before TensorFlow initialises; after,

@@ -19,7 +19,6 @@ machine.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -65,14 +64,8 @@ def main(argv):
         train_step.check_precisions(_PRECISION.value)
     except ValueError as error:
         raise app.UsageError(f"--precision: {error}") from error
-    threads = _CPU_THREADS.value
-    if threads not in ("default", "auto"):
-        try:
-            threads = tuple(int(count) for count in threads.split(","))
-        except ValueError:
-            pass  # Refused with the setting's own message below.
     try:
-        cpu_threads.choose(threads, 1, where="--")
+        threads = cpu_threads.parse_flag(_CPU_THREADS.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     table, payload = train_step.run_benchmark(
@@ -82,13 +75,7 @@ def main(argv):
         cpu_threads=threads)
     print(table)
     benchmark.write_json(_OUT_JSON.value, payload)
-    # With one thread per op (--cpu_threads=auto, several replicas) the
-    # destructor of an endless synthetic dataset's iterator can wait forever
-    # at exit (a MultiDeviceIterator's thread, seen on the Xeon with the
-    # small model): everything is written, so leave without it.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # pylint: disable=protected-access
+    benchmark.exit_without_teardown()
 
 
 if __name__ == "__main__":

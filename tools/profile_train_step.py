@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 
 from tf_lbsgd import benchmark
+from tf_lbsgd import cpu_threads
 from tf_lbsgd.benchmarks import step_profile
 from tf_lbsgd.benchmarks import train_step
 
@@ -30,6 +31,10 @@ _BATCH = flags.DEFINE_integer("batch", None, "Global batch (default per "
                                              "model).")
 _REPLICAS = flags.DEFINE_integer("replicas", None,
                                  "Replicas (default per model).")
+_CPU_THREADS = flags.DEFINE_string(
+    "cpu_threads", "default",
+    "TensorFlow's threads: 'default', 'auto' (what the project's runs "
+    "choose for the replicas on this CPU) or 'inter_op,intra_op'.")
 _LOGDIR = flags.DEFINE_string("logdir", "runs/step_profile",
                               "Traces go to <logdir>/<precision>.")
 _OUT_JSON = flags.DEFINE_string("out_json", None, "Write the breakdowns "
@@ -46,14 +51,22 @@ def main(argv):
         raise app.UsageError(f"--precision: {error}") from error
     if _STEPS.value < 1:
         raise app.UsageError(f"--steps must be at least 1, got {_STEPS.value}")
+    try:
+        threads = cpu_threads.parse_flag(_CPU_THREADS.value)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    replicas = _REPLICAS.value or train_step.MODELS[_MODEL.value]["replicas"]
+    cpu_threads.apply(*cpu_threads.choose(threads, replicas))
     profiles = [step_profile.profile_step(
         _MODEL.value, precision, _STEPS.value,
         os.path.join(_LOGDIR.value, precision), batch=_BATCH.value,
-        replicas=_REPLICAS.value)
+        replicas=replicas)
         for precision in precisions]
+    print(f"threads: {cpu_threads.chosen()}\n")
     print(step_profile.report(profiles))
     benchmark.write_json(_OUT_JSON.value, {"model": _MODEL.value,
                                            "profiles": profiles})
+    benchmark.exit_without_teardown()
 
 
 if __name__ == "__main__":
