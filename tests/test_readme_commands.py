@@ -977,6 +977,8 @@ RULES = {
         BENCHMARK,
     "tools/profile_train_step.py --model=resnet50 "
     "--precision=float32,mixed_bfloat16": BENCHMARK,
+    "tools/profile_train_step.py --model=small --cpu_threads=auto":
+        BENCHMARK,
     "python tools/bench_scaling.py --measure_compute": BENCHMARK,
     ".venv/bin/python tools/bench_links.py --rates_mbit=0,500,1000,2000 "
     "--out_json=docs/performance/links.json": BENCHMARK,
