@@ -105,6 +105,7 @@ def test_tiny_profile_of_two_precisions(tmp_path):
             pytest.approx(1.0))
         assert profile["step_ms"] > 0 and profile["traced_ms"] > 0
         assert f"{profile['precision']} (untraced loop" in result.stdout
+    assert payload["threads"]["reason"] == "set: TensorFlow's default"
     bf16 = {kind["kind"] for kind in payload["profiles"][1]["kinds"]}
     assert "cast" in bf16  # Variables are float32, the compute bfloat16.
 

@@ -115,6 +115,15 @@ def apply(inter_op, intra_op, reason):
     _chosen.update(inter_op=inter_op, intra_op=intra_op, reason=reason)
 
 
+def configure(setting, num_replicas, where="distribute.build_strategy."):
+    """`apply` what `choose` resolves `setting` to for `num_replicas`.
+
+    Raises:
+        ValueError: for a bad setting (`choose`).
+    """
+    apply(*choose(setting, num_replicas, where=where))
+
+
 def chosen():
     """The thread counts in force and why: a dict of `inter_op`,
     `intra_op` (0: TensorFlow's default) and `reason`."""

@@ -94,8 +94,7 @@ def _mirrored(num_replicas, cpu_threads):
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = gpus[:num_replicas] if num_replicas else gpus
         return tf.distribute.MirroredStrategy(devices)
-    cpu_threads_lib.apply(*cpu_threads_lib.choose(cpu_threads,
-                                                  num_replicas or 1))
+    cpu_threads_lib.configure(cpu_threads, num_replicas or 1)
     return logical_cpu_strategy(num_replicas or 1)
 
 

@@ -56,7 +56,7 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     replicas = _REPLICAS.value or train_step.MODELS[_MODEL.value]["replicas"]
-    cpu_threads.apply(*cpu_threads.choose(threads, replicas))
+    cpu_threads.configure(threads, replicas, where="--")
     profiles = [step_profile.profile_step(
         _MODEL.value, precision, _STEPS.value,
         os.path.join(_LOGDIR.value, precision), batch=_BATCH.value,
@@ -65,6 +65,7 @@ def main(argv):
     print(f"threads: {cpu_threads.chosen()}\n")
     print(step_profile.report(profiles))
     benchmark.write_json(_OUT_JSON.value, {"model": _MODEL.value,
+                                           "threads": cpu_threads.chosen(),
                                            "profiles": profiles})
     benchmark.exit_without_teardown()
 

@@ -33,12 +33,11 @@ _KINDS = (
     ("loss and metrics", ("Softmax", "InTopK", "ArgMax", "Sum")),
 )
 OTHER = "other"
-KINDS = tuple(kind for kind, _ in _KINDS) + (OTHER,)
 _IDLE = "IDLE"
 
 
 def kind_of(op_type, op_name="", update_scope=None):
-    """The kind (one of `KINDS`) of a TensorFlow op type, e.g.
+    """The kind (one of `_KINDS`' or `OTHER`) of a TensorFlow op type, e.g.
     '_MklNativeConv2DBackpropFilter' -> 'conv backward: weights'; any op
     named under the optimizer's scope `update_scope` (e.g. 'momentum_sgd')
     is the 'optimizer update'."""
@@ -65,8 +64,8 @@ def find_trace(logdir):
 
 
 def op_self_times(xplane_path):
-    """Each op of a trace: dicts of `type`, `name`, `occurrences` and
-    `self_us` (total self time on the host), from the profile plugin's
+    """Each op of a trace: dicts of `type`, `name` and `self_us` (total
+    self time on the host), from the profile plugin's
     `framework_op_stats` tool; the executor's idle time is left out.
 
     Raises:
@@ -90,7 +89,6 @@ def rows_of_table(table):
     labels = [column["label"] for column in table["cols"]]
     index = {name: labels.index(label) for name, label in (
         ("type", "Operation Type"), ("name", "Operation Name"),
-        ("occurrences", "#Occurrences"),
         ("self_us", "Total self-time (us)"))}
     rows = []
     for row in table["rows"]:
@@ -99,7 +97,6 @@ def rows_of_table(table):
             continue
         rows.append({"type": values[index["type"]],
                      "name": values[index["name"]],
-                     "occurrences": int(values[index["occurrences"]]),
                      "self_us": float(values[index["self_us"]])})
     return rows
 

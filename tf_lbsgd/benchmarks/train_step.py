@@ -493,8 +493,8 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
                    else spec["per_replica_batch"])
     global_batch = per_replica * spec["replicas"]
     steps = steps or spec["steps"]
-    cpu_threads_lib.apply(*cpu_threads_lib.choose(
-        cpu_threads, spec["replicas"], where="--"))  # Before TF starts.
+    cpu_threads_lib.configure(cpu_threads, spec["replicas"],
+                              where="--")  # Before TF starts.
     threads = cpu_threads_lib.chosen()
     strategy = strategy_for(spec["replicas"])
     conv_shape = dict(peaks_lib.CONV_SHAPE, batch=peak_conv_batch)
