@@ -1,6 +1,7 @@
 """tools/reproduce.py end to end (the tiny preset through the real CLI),
 and its library tf_lbsgd.analysis.reproduction.runner in-process."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -149,3 +150,55 @@ def test_the_report_names_the_command_without_report_only():
             "--report=docs/r.md", "--noreport_only"]
     assert runner.reproducing_command("tools/reproduce.py", argv) == (
         "python tools/reproduce.py --preset=full --report=docs/r.md")
+
+
+def test_a_reports_runs_are_reused_without_training(tiny, tmp_path, capsys):
+    _, report, _ = tiny
+    recorded = report.parent / "reproduction" / "results.json"
+    with open(recorded) as f:
+        first = json.load(f)
+    runs = tmp_path / "runs"  # Another session: the runs directory is gone.
+    again = tmp_path / "again.md"
+    runner.run(TINY, str(runs), str(again), report_only=True,
+               reuse=[str(recorded)])
+    assert capsys.readouterr().out.count("(recorded earlier)") == 5
+    assert not runs.exists()
+    with open(tmp_path / "again" / "results.json") as f:
+        second = json.load(f)
+    for part in ("sweep", "ablations", "layerwise", "findings"):
+        assert second[part] == first[part]
+    run = first["sweep"]["64"]["runs"][0]
+    assert run["seed"] == 0 and len(run["curve"]) > 5
+    assert ("train_lib.run.global_batch_size = 64" in run["bindings"])
+    assert second["meta"]["reused"] == [
+        {"file": str(recorded), "runs": 5, "cpu": first["meta"]["machine"]
+         ["cpu"], "date": first["meta"]["date"]}]
+    assert f"5 runs: 0 trained on" in again.read_text()
+    assert f"; 5 recorded in `{recorded}` (on" in again.read_text()
+
+
+def test_reuse_adds_only_the_missing_seeds(tiny, tmp_path, capsys):
+    _, report, _ = tiny
+    recorded = str(report.parent / "reproduction" / "results.json")
+    two_seeds = dataclasses.replace(TINY, seeds=(0, 1))
+    runner.run(two_seeds, str(tmp_path / "runs"), str(tmp_path / "r.md"),
+               dry_run=True, reuse=[recorded])
+    out = capsys.readouterr().out
+    assert "# kn32-gradual_warmup-s0: recorded earlier" in out
+    assert "# kn64-lars-s0: recorded earlier" in out
+    commands = [l for l in out.splitlines() if "-m tf_lbsgd" in l]
+    assert all("train_lib.run.seed = 1" in c for c in commands[:2]), commands
+
+
+def test_reuse_refuses_runs_with_other_settings(tiny, tmp_path):
+    _, report, _ = tiny
+    recorded = str(report.parent / "reproduction" / "results.json")
+    longer = dataclasses.replace(TINY, epochs=0.02)
+    with pytest.raises(ValueError, match=r"kn32-gradual_warmup-s0 was "
+                       r"trained with other settings than preset 'tiny'"):
+        runner.run(longer, str(tmp_path / "runs"), str(tmp_path / "r.md"),
+                   report_only=True, reuse=[recorded])
+    result = _reproduce(f"--reuse={tmp_path / 'missing.json'}", "--dry_run")
+    assert result.returncode == 1
+    assert "missing.json" in result.stderr and "reproduce: error" in (
+        result.stderr)

@@ -1,6 +1,7 @@
 """The reproduction's grid, statistics and findings
 (tf_lbsgd/analysis/reproduction)."""
 
+import dataclasses
 import json
 import math
 import statistics
@@ -18,6 +19,7 @@ from tf_lbsgd.analysis.reproduction import grid
 from tf_lbsgd.analysis.reproduction import plots
 from tf_lbsgd.analysis.reproduction import report
 from tf_lbsgd.analysis.reproduction import results
+from tf_lbsgd.analysis.reproduction import reuse
 
 FULL = grid.PRESETS["full"]
 
@@ -308,3 +310,50 @@ def test_report_tables_hold_every_row():
     assert report.eta_text(FULL, "sqrt_scaling", 2048) == (
         "0.05 x sqrt(64) = 0.4")
 
+
+
+def _old_results_json(runs_per_point):
+    """A results.json as reports wrote it before runs kept their seeds."""
+    preset = dict(vars(grid.PRESETS["tiny"]), seeds=[0, 1])
+    run = {"error": 9.0, "diverged": False, "errors": [9.1, 9.0],
+           "wall_seconds": 10.0, "images_per_second": 100.0}
+    summary = {"mean": 9.0, "std": None, "diverged": 0,
+               "runs": [dict(run, error=9.0 + i)
+                        for i in range(runs_per_point)]}
+    return {"meta": {"date": "2026-12-03", "machine": {"cpu": "AMD EPYC"}},
+            "preset": preset, "large_kn": 64,
+            "sweep": {"32": summary, "64": summary},
+            "ablations": {"no_warmup": summary}, "baseline_ablations": {},
+            "layerwise": {"lars": {"32": summary}}}
+
+
+def test_runs_recorded_without_seeds_take_their_presets_order(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_old_results_json(2)))
+    recorded = reuse.read_recorded(str(path))
+    assert recorded.cpu == "AMD EPYC" and len(recorded.runs) == 8
+    old_preset = dataclasses.replace(grid.PRESETS["tiny"], seeds=(0, 1))
+    point = grid.Point("no_warmup", 64, 1)
+    run = recorded.runs[point]
+    assert run.seed == 1 and run.error == 10.0
+    assert run.bindings == grid.gin_bindings(point, old_preset)
+    reusable, _ = reuse.reusable_runs([str(path)], grid.PRESETS["tiny"])
+    assert sorted(p.name for p in reusable) == [
+        "kn32-gradual_warmup-s0", "kn32-lars-s0", "kn64-gradual_warmup-s0",
+        "kn64-no_warmup-s0"]  # Seed 1 is not the tiny preset's.
+
+
+def test_recorded_runs_that_cannot_be_told_apart_are_refused(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_old_results_json(1)))
+    with pytest.raises(ValueError, match=r"1 runs at kn = 32 \(gradual_"
+                       r"warmup\) for seeds \[0, 1\]; cannot tell their "
+                       r"seeds"):
+        reuse.read_recorded(str(path))
+    path.write_text("{\"sweep\": {}}")
+    with pytest.raises(ValueError, match="is not a results.json of tools/"
+                       "reproduce.py"):
+        reuse.read_recorded(str(path))
+    path.write_text("not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        reuse.read_recorded(str(path))

@@ -24,7 +24,11 @@ Interrupted? Run the same command again: finished points are skipped and an
 interrupted one resumes from its last checkpoint. A diverged run is recorded,
 not retried; any other failure stops the tool with the point's log.
 `--report_only` redraws the report from finished runs; `--dry_run` prints the
-commands.
+commands. `--reuse=<earlier report's results.json>` takes the runs that
+report recorded as finished: add seeds to a sweep whose runs directory is
+gone (another session or machine), e.g.
+    python tools/reproduce.py --preset=full --seeds=0,1 \
+        --reuse=docs/reproduction/results.json --report=docs/reproduction.md
 """
 
 import dataclasses
@@ -53,6 +57,11 @@ flags.DEFINE_list("seeds", None, "Run (or report) only these seeds of the "
 flags.DEFINE_float("match_tolerance", None, "Percentage points above the "
                    "baseline error a size may lose and still match; default: "
                    "the preset's.")
+flags.DEFINE_list("reuse", [], "results.json files of earlier reports: "
+                  "their runs of this grid count as finished (same seed and "
+                  "settings), so a sweep can add seeds in another session "
+                  "or on another machine; e.g. docs/reproduction/"
+                  "results.json.")
 flags.DEFINE_bool("dry_run", False, "Print the commands; run nothing.")
 flags.DEFINE_bool("report_only", False, "Write the report from the finished "
                   "runs; train nothing.")
@@ -80,7 +89,8 @@ def main(argv):
     try:
         runner.run(preset, runs_dir, report_path, values.large_kn,
                    values.dry_run, values.report_only,
-                   runner.reproducing_command("tools/reproduce.py", sys.argv))
+                   runner.reproducing_command("tools/reproduce.py", sys.argv),
+                   values.reuse)
     except (runner.RunFailed, FileNotFoundError, ValueError) as e:
         print(f"reproduce: error: {e}", file=sys.stderr)
         return 1

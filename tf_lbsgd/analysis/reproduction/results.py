@@ -39,6 +39,8 @@ class RunResult:
         wall_seconds: the run's wall time (start-up and evaluations too).
         train_seconds: training time alone (metrics.json).
         images_per_second: training throughput.
+        seed: the run's seed (set by the runner; reports record it).
+        bindings: the gin bindings it was trained with (as `seed`).
     """
     diverged: bool
     error: float = None
@@ -47,6 +49,8 @@ class RunResult:
     wall_seconds: float = None
     train_seconds: float = None
     images_per_second: float = None
+    seed: int = None
+    bindings: list = None
 
 
 def recorded_wall_seconds(model_dir):

@@ -5,8 +5,11 @@ the point's bindings in `runs_dir/<point>` (its log in `log.txt`, its wall
 time in `run.json`). Finished points are skipped and an interrupted one
 resumes from its last checkpoint; a run whose loss becomes non-finite (the
 CLI's exit code 3) is recorded as diverged (`diverged.json`), not retried.
+Runs an earlier report recorded in its results.json can stand in for
+missing ones (`reuse`).
 """
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -21,6 +24,7 @@ from tf_lbsgd.analysis.reproduction import grid
 from tf_lbsgd.analysis.reproduction import plots
 from tf_lbsgd.analysis.reproduction import report
 from tf_lbsgd.analysis.reproduction import results
+from tf_lbsgd.analysis.reproduction import reuse as reuse_lib
 
 
 class RunFailed(RuntimeError):
@@ -70,20 +74,37 @@ def train_point(point, preset, model_dir):
     return seconds
 
 
-def ensure_runs(points, preset, runs_dir, dry_run=False, report_only=False):
+def ensure_runs(points, preset, runs_dir, dry_run=False, report_only=False,
+                recorded=None):
     """Trains the points not finished yet; returns {point: RunResult}.
+
+    Args:
+        recorded: {point: RunResult} an earlier report recorded
+            (`reuse.reusable_runs`); a point finished in `runs_dir` takes
+            its own run, one recorded here is not trained again.
 
     Raises:
         FileNotFoundError: with `report_only`, naming an unfinished point.
     """
     done = {}
+    recorded = recorded or {}
     for index, point in enumerate(points, 1):
         model_dir = os.path.join(runs_dir, point.name)
         total = preset.total_steps(point.kn)
+        finished = results.is_finished(model_dir, total)
         if dry_run:
-            print(shlex.join(train_command(point, preset, model_dir)))
+            if not finished and point in recorded:
+                print(f"# {point.name}: recorded earlier")
+            else:
+                print(shlex.join(train_command(point, preset, model_dir)))
             continue
-        if not results.is_finished(model_dir, total):
+        if not finished and point in recorded:
+            done[point] = recorded[point]
+            print(f"[{index}/{len(points)}] {point.name}: "
+                  f"{_error_text(recorded[point])} (recorded earlier)",
+                  flush=True)
+            continue
+        if not finished:
             if report_only:
                 raise FileNotFoundError(
                     f"--report_only: {point.name} is not finished in "
@@ -94,12 +115,17 @@ def ensure_runs(points, preset, runs_dir, dry_run=False, report_only=False):
             status = "finished earlier"
         result = results.read_run(model_dir, preset.steps_per_epoch(point.kn),
                                   preset.final_evals)
-        done[point] = result
-        error = ("diverged" if result.diverged
-                 else f"{result.error:.2f} % top-1 error")
-        print(f"[{index}/{len(points)}] {point.name}: {error} ({status})",
-              flush=True)
+        done[point] = dataclasses.replace(
+            result, seed=point.seed,
+            bindings=grid.gin_bindings(point, preset))
+        print(f"[{index}/{len(points)}] {point.name}: {_error_text(result)} "
+              f"({status})", flush=True)
     return done
+
+
+def _error_text(result):
+    return ("diverged" if result.diverged
+            else f"{result.error:.2f} % top-1 error")
 
 
 def _summaries(done, variant, kn=None):
@@ -113,7 +139,7 @@ def _summaries(done, variant, kn=None):
 
 
 def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
-        report_only=False, command=""):
+        report_only=False, command="", reuse=()):
     """The whole reproduction: the sweep, the ablations, the report.
 
     Args:
@@ -126,6 +152,8 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
         dry_run: print the CLI commands; train nothing.
         report_only: train nothing; redraw the report from finished runs.
         command: the command line the report names.
+        reuse: results.json files of earlier reports whose runs of this
+            preset's grid count as finished (`reuse.reusable_runs`).
 
     Returns:
         The `findings.Outcome`, or None when `dry_run`.
@@ -133,16 +161,20 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
     Raises:
         RunFailed: a point's training failed (not by divergence).
         FileNotFoundError: with `report_only`, naming an unfinished point.
-        ValueError: for a `large_kn` that is not a size of the sweep.
+        ValueError: for a `large_kn` that is not a size of the sweep, or a
+            `reuse` file that is not a report's or records other settings.
     """
     start = time.time()
+    recorded, sources = reuse_lib.reusable_runs(reuse, preset)
     sweep_runs = ensure_runs(grid.sweep_points(preset), preset, runs_dir,
-                             dry_run, report_only)
+                             dry_run, report_only, recorded)
     if dry_run:
         kn = large_kn or preset.sizes[-1]
         print(f"# then the ablations at the chosen kn, e.g. {kn}:")
-        ensure_runs(grid.ablation_points(preset, kn), preset, runs_dir, True)
-        ensure_runs(grid.layerwise_points(preset), preset, runs_dir, True)
+        ensure_runs(grid.ablation_points(preset, kn), preset, runs_dir, True,
+                    recorded=recorded)
+        ensure_runs(grid.layerwise_points(preset), preset, runs_dir, True,
+                    recorded=recorded)
         return None
     sweep = _summaries(sweep_runs, grid.SWEEP)
     forced = large_kn is not None
@@ -159,9 +191,10 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
           f"({'matches' if matched else 'does not match'} the baseline)")
     done = dict(sweep_runs)
     done.update(ensure_runs(grid.ablation_points(preset, large_kn), preset,
-                            runs_dir, report_only=report_only))
+                            runs_dir, report_only=report_only,
+                            recorded=recorded))
     done.update(ensure_runs(grid.layerwise_points(preset), preset, runs_dir,
-                            report_only=report_only))
+                            report_only=report_only, recorded=recorded))
     outcome = findings.Outcome(
         preset=preset, sweep=sweep, large_kn=large_kn, large_matched=matched,
         large_forced=forced,
@@ -173,9 +206,22 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "runs": len(done),
             "runs_seconds": sum(r.wall_seconds or 0 for r in done.values()),
+            "reused": _reused_meta(done, recorded, sources),
             "invocation_seconds": time.time() - start}
     write_report(outcome, meta, report_path)
     return outcome
+
+
+def _reused_meta(done, recorded, sources):
+    """Per file of `sources`: how many of the report's runs came from it."""
+    used = [p for p, r in done.items() if recorded.get(p) is r]
+    meta = []
+    for source in sources:
+        count = sum(source.runs.get(p) is done[p] for p in used)
+        if count:
+            meta.append({"file": source.path, "runs": count,
+                         "cpu": source.cpu, "date": source.date})
+    return meta
 
 
 def write_report(outcome, meta, report_path):
