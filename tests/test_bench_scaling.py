@@ -75,9 +75,45 @@ def test_compute_column_only_when_measured():
     assert [r["compute_ms"] for r in rows] == [250.0, None]
     assert [r["others_cores"] for r in rows] == [None, 1.25]  # The most.
     table = scaling.scaling_table(rows).splitlines()
-    assert table[0].endswith("| others' cores | compute ms (no allreduce) |")
-    assert table[2].endswith("| 0.02 | - | 250 |")
-    assert table[3].endswith("| 0.1 | 1.25 | - |")
+    assert table[0].endswith("| others' cores | compute ms (no allreduce) | "
+                             "step / compute |")
+    assert table[2].endswith("| 0.02 | - | 250 | 2 |")
+    assert table[3].endswith("| 0.1 | 1.25 | - | - |")
+
+
+def test_overlap_goal_and_columns_of_inter_op_threads_and_profiles():
+    overlap = {"collectives": 20, "started_in_backward": 18,
+               "exposed_ms": 40.0}
+    runs = [_run("resnet50", 1, 0, 2.0, 0.001),
+            dict(_run("resnet50", 2, 0, 2.5, 0.5), compute_seconds=2.4,
+                 interop_threads=1,
+                 overlaps=[dict(overlap, started_in_backward=0),
+                           dict(overlap, started_in_backward=2,
+                                exposed_ms=60.0)]),
+            dict(_run("resnet50", 2, 0, 2.1, 0.5), compute_seconds=2.0,
+                 interop_threads=2, overlaps=[overlap])]
+    rows = scaling.scaling_rows(runs)
+    assert [r["interop_threads"] for r in rows] == [None, 1, 2]
+    assert rows[1]["started_in_backward"] == 1  # Median over rounds.
+    assert rows[1]["exposed_ms"] == 50.0
+    assert rows[0]["exposed_ms"] is None
+    table = scaling.scaling_table(rows).splitlines()
+    assert table[0].startswith("| model | workers | bytes_per_pack | "
+                               "inter-op threads | batch/worker |")
+    assert table[0].endswith("| step / compute | packs started in backprop "
+                             "| exposed comm ms |")
+    assert table[2].endswith("| - | - | - | - |")  # 1 worker, no profile.
+    assert table[3].endswith("| 2400 | 1.04 | 1 of 20 | 50 |")
+    assert table[4].endswith("| 2000 | 1.05 | 18 of 20 | 40 |")
+    assert scaling.goal_lines(rows) == [
+        "goal resnet50 2 workers efficiency >= 90% (bytes_per_pack=0, "
+        "inter-op threads 1): 80.0%, NOT met",
+        "goal resnet50 2 workers step <= 105% of compute alone "
+        "(bytes_per_pack=0, inter-op threads 1): 104.2%, met",
+        "goal resnet50 2 workers efficiency >= 90% (bytes_per_pack=0, "
+        "inter-op threads 2): 95.2%, met",
+        "goal resnet50 2 workers step <= 105% of compute alone "
+        "(bytes_per_pack=0, inter-op threads 2): 105.0%, met"]
 
 
 def test_others_cores():
@@ -142,6 +178,22 @@ def test_plan_runs():
                                ("b", 2, 0, False), ("b", 2, 4096, False)]
     assert not any(r["sweep"] for r in scaling.plan_runs(["a"], [1, 2], [0],
                                                       sweep=False))
+    assert {r["interop_threads"] for r in plan} == {None}
+
+
+def test_plan_runs_each_inter_op_count_with_more_than_one_worker():
+    plan = scaling.plan_runs(["a"], [1, 2], [0], sweep=True,
+                             interop_threads=(1, 2))
+    assert [(r["workers"], r["interop_threads"], r["sweep"])
+            for r in plan] == [(1, 1, False), (2, 1, True), (2, 2, False)]
+    merged = scaling.merge_runs([
+        dict(_run("a", 2, 0, 1.0, 0.1), steps_per_loop=1, loop_seconds=[1.0],
+             allreduce_seconds_all=[0.1], interop_threads=i,
+             overlap={"exposed_ms": i})
+        for i in (1, 2, 1)])
+    assert [(m["interop_threads"], m["rounds"], m["overlaps"])
+            for m in merged] == [(1, 2, [{"exposed_ms": 1}] * 2),
+                                 (2, 1, [{"exposed_ms": 2}])]
 
 
 def test_settings_for():
@@ -187,7 +239,8 @@ def test_two_local_workers_end_to_end(tmp_path):
          "--per_worker_batch=4", "--loops=1", "--steps_per_loop=3",
          "--bytes_per_pack=0", "--allreduce_repeats=1",
          "--sweep_sizes=4096,16384", "--sweep_repeats=1", "--run_timeout=240",
-         f"--out_json={out}"],
+         "--interop_threads=2", f"--profile_dir={tmp_path / 'profile'}",
+         "--profile_steps=2", f"--out_json={out}"],
         capture_output=True, text=True, timeout=600, check=False)
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -228,8 +281,25 @@ def test_two_local_workers_end_to_end(tmp_path):
     assert [r["bytes"] for r in sweep] == [4096, 16384]
     assert all(r["workers"] == 2 and r["seconds"] > 0 for r in sweep)
 
+    # The profiled loop: a real trace per worker, read by
+    # collective_timeline: the 2-worker step all-reduces its one pack.
+    for workers, run in runs.items():
+        assert run["interop_threads"] == 2
+        assert len(run["overlaps"]) == 1
+        assert run["overlaps"][0]["steps"] >= 1
+    assert runs[2]["overlaps"][0]["collectives"] >= 1
+    assert rows[2]["collectives"] >= 1
+    assert 0 <= rows[2]["started_in_backward"] <= rows[2]["collectives"]
+    assert rows[2]["exposed_ms"] >= 0
+    for name in ("small_w1_p0_i2", "small_w2_p0_i2"):
+        assert list((tmp_path / "profile" / name / "worker0").glob(
+            "plugins/profile/*/*.xplane.pb"))
+    assert list((tmp_path / "profile" / "small_w2_p0_i2" / "worker1").glob(
+        "plugins/profile/*/*.xplane.pb"))
+
     printed = process.stdout
-    assert "| small | 2 | 0 | 4 |" in printed
+    assert "| small | 2 | 0 | 2 | 4 |" in printed
+    assert "| packs started in backprop | exposed comm ms |" in printed
     assert result["table"] in printed
 
 

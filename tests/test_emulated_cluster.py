@@ -5,6 +5,7 @@ on Ctrl-C. Skipped, with the reason, where namespaces cannot be made."""
 
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -238,3 +239,27 @@ def test_without_root_it_says_why(tmp_path):
             check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "network namespaces need root" in result.stderr
+
+
+@needs_namespaces
+def test_bench_scaling_launches_its_workers_on_emulated_hosts():
+    """tools/bench_scaling.py --rate_mbit: `scaling_bench.launch` starts
+    the workers through this tool, pinned, one per host."""
+    from tf_lbsgd import scaling_bench  # pylint: disable=import-outside-toplevel
+    probe = ("import json, os; print('bench_scaling: at', json.loads("
+             "os.environ['TF_CONFIG'])['cluster']['worker'][json.loads("
+             "os.environ['TF_CONFIG'])['task']['index']], 'threads', "
+             "os.environ['TF_NUM_INTEROP_THREADS'], len(os.sched_getaffinity("
+             "0)), flush=True); import time; time.sleep(2); "
+             "raise SystemExit(3)")
+    with pytest.raises(scaling_bench.RunFailed) as error:
+        scaling_bench.launch((sys.executable, TOOL), 2,
+                             [sys.executable, "-c", probe],
+                             cores_per_worker=1, timeout=120,
+                             grace_seconds=1, rate_mbit=250)
+    out = str(error.value)  # The failed run's output names the hosts.
+    assert "250 Mbit/s links" in out
+    assert "at 10.77.0.1:20000 threads 1 1" in out
+    assert "at 10.77.0.2:20000 threads 1 1" in out
+    name = re.search(r"2 hosts \((lb\d+)-h0\.\.\)", out).group(1)
+    assert _ours(name + "-") == []

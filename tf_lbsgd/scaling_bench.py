@@ -3,11 +3,14 @@
 The measuring part of tools/bench_scaling.py (the plan, pooling and report
 are `tf_lbsgd.analysis.scaling`). `measure` runs every planned
 configuration in K worker processes through a launcher that gives them
-TF_CONFIG (tools/launch_local.py), once per round, and collects the chief's
+TF_CONFIG (tools/launch_local.py, or tools/emulated_cluster.py for hosts
+joined by links of a set rate), once per round, and collects the chief's
 records; `run_worker` is what each worker runs: MultiWorkerMirroredStrategy
 (RING) from TF_CONFIG, the project's Trainer on in-memory synthetic data
 (`benchmark.SyntheticTrainer`) with `GradientAllReduce(bytes_per_pack)`,
-timed loops, the all-reduce timed alone and the all-reduce sweep.
+timed loops, optionally a profiled loop (when each pack's all-reduce ran
+against the backward pass, `analysis.collective_timeline`), the all-reduce
+timed alone and the all-reduce sweep.
 """
 
 import collections
@@ -28,6 +31,8 @@ from tf_lbsgd import allreduce
 from tf_lbsgd import benchmark
 from tf_lbsgd import cluster
 from tf_lbsgd import distribute
+from tf_lbsgd.analysis import collective_timeline
+from tf_lbsgd.analysis import op_profile
 from tf_lbsgd.analysis import scaling
 from tf_lbsgd.models import resnet_cifar
 from tf_lbsgd.models import resnet_imagenet
@@ -64,12 +69,13 @@ def _pump(pipe, tail, verbose):
 
 
 def launch(launcher, workers, command, cores_per_worker, timeout,
-           verbose=False, grace_seconds=5):
+           verbose=False, grace_seconds=5, rate_mbit=None):
     """Runs `command` in `workers` workers through the `launcher`.
 
     Args:
         launcher: the command line of tools/launch_local.py (the
-            interpreter and the script's path).
+            interpreter and the script's path), or with `rate_mbit` of
+            tools/emulated_cluster.py.
         workers: K, the number of worker processes.
         command: what every worker runs.
         cores_per_worker: cores (and threads) per worker; 0 or None for no
@@ -77,6 +83,8 @@ def launch(launcher, workers, command, cores_per_worker, timeout,
         timeout: seconds before the run is stopped.
         verbose: echo all worker output to stderr (else the progress lines).
         grace_seconds: the launcher's wait between SIGTERM and SIGKILL.
+        rate_mbit: run each worker on its own emulated host, the links
+            shaped to this rate (0: unshaped); None: on localhost.
 
     Raises:
         RunFailed: on a non-zero exit or after `timeout` seconds (the
@@ -86,10 +94,18 @@ def launch(launcher, workers, command, cores_per_worker, timeout,
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get(
         "TF_CPP_MIN_LOG_LEVEL", "2"))
     env.pop("TF_CONFIG", None)
-    args = list(launcher) + ["--workers", str(workers),
-                             "--grace-seconds", str(grace_seconds)]
-    if cores_per_worker:
-        args += ["--cores-per-worker", str(cores_per_worker)]
+    if rate_mbit is None:
+        args = list(launcher) + ["--workers", str(workers),
+                                 "--grace-seconds", str(grace_seconds)]
+        if cores_per_worker:
+            args += ["--cores-per-worker", str(cores_per_worker)]
+    else:
+        args = list(launcher) + [f"--hosts={workers}",
+                                 f"--grace_seconds={grace_seconds}"]
+        if rate_mbit:
+            args.append(f"--rate_mbit={rate_mbit:g}")
+        if cores_per_worker:
+            args.append(f"--cores_per_worker={cores_per_worker}")
     proc = subprocess.Popen(args + ["--"] + command, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env,
                             stdin=subprocess.DEVNULL)
@@ -127,6 +143,7 @@ class Launch:
     cores_per_worker: int = 1
     timeout: float = 1800.0
     verbose: bool = False
+    rate_mbit: float = None  # Emulated hosts with links of this rate.
 
 
 def measure(plan, rounds, command_of, how, out_dir):
@@ -153,6 +170,8 @@ def measure(plan, rounds, command_of, how, out_dir):
             run = dict(run, sweep=run["sweep"] and round_index == 0)
             name = (f"{run['model']} workers={run['workers']} "
                     f"bytes_per_pack={run['bytes_per_pack']}")
+            if run.get("interop_threads") is not None:
+                name += f" interop_threads={run['interop_threads']}"
             _log(f"round {round_index + 1}/{rounds}: {name}")
             out = os.path.join(out_dir, f"round{round_index}_run{i}.json")
             try:
@@ -177,7 +196,7 @@ def _measure_run(run, command, how, out):
     busy_start = scaling.busy_cpu_seconds()
     own_start = scaling.own_cpu_seconds()
     launch(how.launcher, run["workers"], command, how.cores_per_worker,
-           how.timeout, how.verbose)
+           how.timeout, how.verbose, rate_mbit=how.rate_mbit)
     if not os.path.exists(out):
         raise RunFailed("the chief wrote no result")
     with open(out, encoding="utf-8") as f:
@@ -246,6 +265,13 @@ class WorkerPlan:
         sweep_sizes: message sizes in bytes of the all-reduce sweep.
         sweep_repeats: timed calls per sweep size.
         measure_compute: also time the steps without the all-reduce.
+        interop_threads: TensorFlow's inter-op threads (None: the
+            launcher's, one per core). With one, no pack's all-reduce
+            starts before the backward pass ends (issue 21).
+        profile_dir: where each worker writes a profiler trace of one loop
+            (`<profile_dir>/worker<i>`); the chief's record gets its
+            `collective_timeline.summary` as `overlap`. None: no trace.
+        profile_steps: steps of the profiled loop.
     """
     model: str
     bytes_per_pack: int
@@ -254,6 +280,9 @@ class WorkerPlan:
     sweep_sizes: tuple = ()
     sweep_repeats: int = 5
     measure_compute: bool = False
+    interop_threads: int = None
+    profile_dir: str = None
+    profile_steps: int = 3
 
 
 def run_worker(plan, worker_json):
@@ -265,6 +294,9 @@ def run_worker(plan, worker_json):
     endless and its iterator must not be torn down by the interpreter."""
     settings, steps = plan.settings, plan.settings["steps_per_loop"]
     began = time.perf_counter()
+    if plan.interop_threads is not None:
+        tf.config.threading.set_inter_op_parallelism_threads(
+            plan.interop_threads)
     strategy = distribute.build_strategy("multi_worker_mirrored",
                                          collective="ring")
     workers = _cluster_size()
@@ -286,6 +318,11 @@ def run_worker(plan, worker_json):
         loop_seconds.append(bench.time_loop(steps))
         _say(f"loop {i + 1}/{settings['loops']}: {loop_seconds[-1]:.3f} s, "
              f"{1e3 * loop_seconds[-1] / steps:.1f} ms/step")
+    overlap = None
+    if plan.profile_dir:
+        overlap = profile_overlap(bench, plan.profile_steps, os.path.join(
+            plan.profile_dir, f"worker{_task_index()}"))
+        _say(f"profiled {plan.profile_steps} steps: {overlap}")
     compute_seconds = []
     if plan.measure_compute:  # The same Trainer without the sum.
         alone = _trainer(plan, strategy, list)
@@ -319,6 +356,8 @@ def run_worker(plan, worker_json):
             "allreduce_seconds_all": allreduce_all,
             "compute_loop_seconds": compute_seconds,
             "allreduce_sweep": sweep,
+            "interop_threads": plan.interop_threads,
+            "overlap": overlap,
         })
     # A barrier: all wait until the chief has written. Then all linger a
     # moment before exiting: a ring all-reduce can end on one worker while
@@ -326,6 +365,24 @@ def run_worker(plan, worker_json):
     time_allreduce(strategy, gradient_allreduce, [(1,)], repeats=0)
     time.sleep(EXIT_LINGER_SECONDS)
     _say("done")
+
+
+def profile_overlap(bench, steps, logdir):
+    """Traces one loop of `steps` steps of `bench` (a `SyntheticTrainer`)
+    into `logdir`; returns `collective_timeline.summary` of its steps (None
+    when the trace holds no whole step)."""
+    tf.profiler.experimental.start(logdir)
+    try:
+        bench.time_loop(steps)
+    finally:
+        tf.profiler.experimental.stop()
+    events = collective_timeline.read_events(op_profile.find_trace(logdir))
+    return collective_timeline.summary(
+        collective_timeline.step_overlaps(events))
+
+
+def _task_index():
+    return cluster.validate_tf_config().get("task", {}).get("index", 0)
 
 
 def _trainer(plan, strategy, gradient_allreduce):

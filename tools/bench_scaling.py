@@ -3,7 +3,8 @@
 Usage:
     python tools/bench_scaling.py [--models=small,resnet50] \\
         [--bytes_per_pack=0,4194304] [--per_worker_batch=N] [--loops=L] \\
-        [--steps_per_loop=S] [--measure_compute] [--out_json=scaling.json]
+        [--steps_per_loop=S] [--measure_compute] [--out_json=scaling.json] \\
+        [--interop_threads=1,2] [--profile_dir=DIR] [--rate_mbit=R]
 
 The driver (default role) runs, for each model, worker count and (for more
 than one worker) pack size, the workers through `tools/launch_local.py
@@ -17,6 +18,15 @@ settings, runs, rows, failures, table, wall_seconds, the sweep
 ("allreduce_sweep") and the 1-worker small model's step_seconds,
 gradient_bytes and images_per_worker: tools/comm_model.py's calibration.
 --rounds R > 1 repeats the plan round-robin; medians pool all rounds.
+
+--interop_threads runs each multi-worker configuration with each count of
+TensorFlow inter-op threads (default: the launcher's, one per core: then no
+pack's all-reduce starts before the backward pass ends). --profile_dir
+traces one loop per run (TensorBoard's Profile tab reads it) and adds to the
+table how many packs started during backprop and how long communication ran
+past it (`tf_lbsgd.analysis.collective_timeline`). --rate_mbit runs each
+worker on its own emulated host (tools/emulated_cluster.py, as root), the
+links shaped to that rate (0: unshaped), instead of on localhost.
 
 Exit code: 0, or 1 when a run failed or timed out (its row is missing).
 """
@@ -37,6 +47,8 @@ from tf_lbsgd.analysis import tables
 
 LAUNCHER = (sys.executable, os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "launch_local.py"))
+EMULATOR = (sys.executable, os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "emulated_cluster.py"))
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -77,6 +89,17 @@ def define_flags(flag_values=flags.FLAGS):
            "Trainer summing nothing; a second model is built and traced): "
            "separates the slowdown of sharing the machine from the "
            "communication.")
+    define("list", "interop_threads", [], "TensorFlow inter-op threads per "
+           "worker, each a run of every multi-worker configuration; empty: "
+           "the launcher's (one per core) (a worker: one value).")
+    define("string", "profile_dir", None, "Trace one loop of each run's "
+           "workers here (<dir>/<run>/worker<i>) and report the all-reduce's "
+           "overlap with backprop.")
+    define("integer", "profile_steps", 3, "Steps of the profiled loop.",
+           lower_bound=1)
+    define("float", "rate_mbit", None, "Run the workers on emulated hosts "
+           "(network namespaces, as root) joined by links of this rate in "
+           "Mbit/s (0: unshaped); unset: on localhost.", lower_bound=0)
     define("boolean", "verbose", False, "Echo all worker output to stderr.")
     define("string", "out_json", None, "Write the results here.")
     define("string", "worker_json", None,
@@ -107,9 +130,22 @@ def worker_command(run, settings, flag_values, worker_json):
             f"--allreduce_repeats={flag_values.allreduce_repeats}",
             f"--worker_json={worker_json}",
             f"--measure_compute={flag_values.measure_compute}",
+            "--interop_threads=" + ("" if run["interop_threads"] is None
+                                    else str(run["interop_threads"])),
+            "--profile_dir=" + (_profile_dir(flag_values, run) or ""),
+            f"--profile_steps={flag_values.profile_steps}",
             "--sweep_sizes=" + (",".join(map(str, flag_values.sweep_sizes))
                                 if run["sweep"] else ""),
             f"--sweep_repeats={flag_values.sweep_repeats}"]
+
+
+def _profile_dir(flag_values, run):
+    if not flag_values.profile_dir:
+        return None
+    name = f"{run['model']}_w{run['workers']}_p{run['bytes_per_pack']}"
+    if run["interop_threads"] is not None:
+        name += f"_i{run['interop_threads']}"
+    return os.path.abspath(os.path.join(flag_values.profile_dir, name))
 
 
 def run_driver(flag_values):
@@ -119,12 +155,17 @@ def run_driver(flag_values):
     models = list(flag_values.models)
     packs = [int(p) for p in flag_values.bytes_per_pack]
     counts = [int(k) for k in flag_values.worker_counts]
+    interops = _checked(_interop_threads, flag_values.interop_threads)
     _checked(scaling.check_plan, models, counts, packs, flag_values.rounds)
     settings = _settings(flag_values, models)
     plan = scaling.plan_runs(models, counts, packs,
-                             sweep=bool(flag_values.sweep_sizes))
-    how = scaling_bench.Launch(LAUNCHER, flag_values.cores_per_worker,
-                               flag_values.run_timeout, flag_values.verbose)
+                             sweep=bool(flag_values.sweep_sizes),
+                             interop_threads=interops)
+    emulated = flag_values.rate_mbit is not None
+    how = scaling_bench.Launch(EMULATOR if emulated else LAUNCHER,
+                               flag_values.cores_per_worker,
+                               flag_values.run_timeout, flag_values.verbose,
+                               rate_mbit=flag_values.rate_mbit)
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
         result = scaling.summarize(*scaling_bench.measure(
             plan, flag_values.rounds, lambda run, out: worker_command(
@@ -138,18 +179,35 @@ def run_driver(flag_values):
             "wall_seconds": wall, "settings": {
                 "models": settings, "worker_counts": counts,
                 "bytes_per_pack": packs, "collective": "ring",
+                "interop_threads": interops,
                 **{name: flag_values[name].value for name in (
                     "cores_per_worker", "rounds", "allreduce_repeats",
-                    "sweep_repeats")},
+                    "sweep_repeats", "rate_mbit", "profile_dir",
+                    "profile_steps")},
                 "sweep_sizes": [int(s) for s in flag_values.sweep_sizes]}})
     return 1 if result["failures"] else 0
 
 
+def _interop_threads(values):
+    """The --interop_threads values as ints ((None,) when empty)."""
+    if not values:
+        return (None,)
+    try:
+        counts = tuple(int(v) for v in values)
+    except ValueError as e:
+        raise ValueError(f"--interop_threads must be integers, got "
+                         f"{values}") from e
+    if min(counts) < 1:
+        raise ValueError(f"--interop_threads must be >= 1, got {values}")
+    return counts
+
+
 def run_worker(flag_values):
     """The worker role: measures, then leaves with os._exit (0 or 1)."""
-    if len(flag_values.models) != 1 or len(flag_values.bytes_per_pack) != 1:
-        raise app.UsageError("a worker takes one --models and one "
-                             "--bytes_per_pack value")
+    if (len(flag_values.models) != 1 or len(flag_values.bytes_per_pack) != 1
+            or len(flag_values.interop_threads) > 1):
+        raise app.UsageError("a worker takes one --models, --bytes_per_pack "
+                             "and --interop_threads value")
     if not flag_values.worker_json:
         raise app.UsageError("a worker needs --worker_json")
     model = flag_values.models[0]
@@ -158,7 +216,9 @@ def run_worker(flag_values):
         _settings(flag_values, [model])[model],
         flag_values.allreduce_repeats,
         tuple(int(s) for s in flag_values.sweep_sizes),
-        flag_values.sweep_repeats, flag_values.measure_compute)
+        flag_values.sweep_repeats, flag_values.measure_compute,
+        _interop_threads(flag_values.interop_threads)[0],
+        flag_values.profile_dir or None, flag_values.profile_steps)
     code = 0
     try:
         scaling_bench.run_worker(plan, flag_values.worker_json)

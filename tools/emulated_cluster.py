@@ -28,6 +28,9 @@ flags.DEFINE_integer("hosts", 2, "Emulated hosts (network namespaces).")
 flags.DEFINE_integer("workers_per_host", 1, "Workers on each host.")
 flags.DEFINE_float("rate_mbit", None, "Each link's rate in Mbit/s, both "
                    "ways (tc tbf); unset: unshaped.")
+flags.DEFINE_integer("cores_per_worker", None, "Pin each worker to this "
+                     "many cores and threads, as tools/launch_local.py "
+                     "--cores-per-worker does; unset: no pinning.")
 flags.DEFINE_float("grace_seconds", 10.0, "Seconds between SIGTERM and "
                    "SIGKILL when stopping the workers.")
 flags.DEFINE_string("name", None, "Prefix of the namespaces (at most 8 "
@@ -44,6 +47,11 @@ def main(argv):
     except (ValueError, netns_cluster.NamespacesUnavailable) as e:
         launch.say(f"error: {e}", sys.stderr, netns_cluster.Placement.tool)
         return 2
+    if values.cores_per_worker is not None and values.cores_per_worker < 1:
+        launch.say(f"error: --cores_per_worker must be >= 1, got "
+                   f"{values.cores_per_worker}", sys.stderr,
+                   netns_cluster.Placement.tool)
+        return 2
     if values.workers_per_host < 1:
         launch.say(f"error: --workers_per_host must be >= 1, got "
                    f"{values.workers_per_host}", sys.stderr,
@@ -57,6 +65,7 @@ def main(argv):
                        f"{rate}", tool=netns_cluster.Placement.tool)
             return launch.run(command,
                               values.hosts * values.workers_per_host,
+                              cores_per_worker=values.cores_per_worker,
                               grace_seconds=values.grace_seconds,
                               placement=netns_cluster.Placement(cluster))
     except netns_cluster.ClusterError as e:
