@@ -30,6 +30,7 @@ TOOL = pathlib.Path(os.path.abspath(__file__)).parents[1] / "tools" / (
 
 ALPHA, BETA, GAMMA = 3e-5, 2e-9, 5e-10
 ITEMSIZE = 8  # float64 elements in the simulations.
+MIB = collective_costs.MIB
 
 
 def worker_vectors(workers, elements, seed=0):
@@ -408,7 +409,8 @@ def test_tool_flags_to_json_png_and_report(tmp_path):
     assert (tmp_path / "model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     written = json.loads((tmp_path / "model.json").read_text())
     assert set(written) == {"paper_checks", "paper_sensitivity",
-                            "calibration", "scenarios"}
+                            "calibration", "link_calibration", "scenarios"}
+    assert written["link_calibration"] == {"skipped": True}
     assert set(written["scenarios"]) == {"paper", "h100", "local"}
     assert written["calibration"]["alpha"] == pytest.approx(4e-5)
     paper = written["scenarios"]["paper"]["parameters"]
@@ -458,3 +460,59 @@ def test_read_calibration_names_the_missing_sweep(tmp_path):
     path.write_text(json.dumps({"step_seconds": 0.5}))
     with pytest.raises(ValueError, match="'allreduce_sweep'"):
         allreduce_calibration.read_calibration(path)
+
+
+def _unshaped(nbytes, seconds, pack=4 * MIB, workers=2):
+    return {"rate_mbit": None, "workers": workers, "bytes": nbytes,
+            "bytes_per_pack": pack, "seconds": seconds}
+
+
+def test_the_links_host_cost_is_added_to_the_inter_server_beta():
+    # 2 ns per byte sent: a 2-worker ring sends n bytes per worker.
+    records = [_unshaped(64 * MIB, 2e-9 * 64 * MIB),
+               _unshaped(16 * MIB, 2e-9 * 16 * MIB),
+               _unshaped(1 * MIB, 1.0),  # Latency-bound: left out.
+               _unshaped(64 * MIB, 5.0, pack=0)]  # Other packs: left out.
+    h100 = comm_model.H100Setting(max_gpus=32)
+    result = comm_model.analyse(h100=h100, link_records=records)
+    assert result["link_calibration"] == {
+        "host_ns_per_byte": pytest.approx(2.0), "bytes_per_pack": 4 * MIB}
+    assert list(result["scenarios"]) == ["paper", "h100", "paper + gRPC host",
+                                         "h100 + gRPC host"]
+    projected = result["scenarios"]["h100 + gRPC host"]
+    beta = 1 / (400 * collective_costs.GBIT_PER_SECOND)
+    assert projected["parameters"]["cluster"]["inter_beta"] == pytest.approx(
+        beta + 2e-9)
+    assert result["scenarios"]["h100"]["parameters"]["cluster"][
+        "inter_beta"] == pytest.approx(beta)
+    # One server sends nothing between servers: the host cost changes
+    # nothing there, and slows every larger size.
+    plain = result["scenarios"]["h100"]["rows"]
+    costly = projected["rows"]
+    assert costly[0]["iteration_seconds"] == plain[0]["iteration_seconds"]
+    assert all(c["iteration_seconds"] > p["iteration_seconds"]
+               for c, p in zip(costly, plain) if c["gpus"] > 8)
+    assert "2.00 ns per byte sent (0.50 GB/s)" in comm_model.report(result)
+    with pytest.raises(ValueError, match="in packs of 1048576 bytes"):
+        comm_model.analyse(h100=h100, link_records=records,
+                           link_pack_bytes=MIB)
+
+
+def test_tool_projects_with_the_links_json(tmp_path):
+    links = tmp_path / "links.json"
+    links.write_text(json.dumps({"records": [_unshaped(64 * MIB, 0.3)]}))
+    result = subprocess.run(
+        [sys.executable, str(TOOL), f"--links_json={links}", "--max_gpus=16",
+         f"--out_json={tmp_path / 'model.json'}"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "## h100 + gRPC host" in result.stdout
+    written = json.loads((tmp_path / "model.json").read_text())
+    assert written["link_calibration"]["host_ns_per_byte"] == pytest.approx(
+        1e9 * 0.3 / (64 * MIB))
+    links.write_text(json.dumps({"hosts": 2}))
+    result = subprocess.run(
+        [sys.executable, str(TOOL), f"--links_json={links}"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode != 0
+    assert "no 'records' (write it with tools/bench_links.py" in result.stderr

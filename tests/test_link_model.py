@@ -98,3 +98,22 @@ def test_the_tool_measures_a_shaped_link(tmp_path):
     assert 0.7 < big["ratio"] < 1.5, big
     assert not [ns for ns in netns_cluster.namespaces()
                 if ns.startswith("lblinks-")], "a namespace was left"
+
+
+def test_host_cost_is_the_median_per_byte_sent_of_large_unshaped_messages():
+    records = [_record(None, 16 * MIB, 0.030, pack=4 * MIB),
+               _record(None, 32 * MIB, 0.080, pack=4 * MIB),
+               _record(None, 64 * MIB, 0.150, pack=4 * MIB),
+               _record(None, 64 * MIB, 0.900, pack=0),  # Other packs.
+               _record(None, MIB, 0.500, pack=4 * MIB),  # Latency-bound.
+               _record(500, 64 * MIB, 2.0, pack=4 * MIB),  # Shaped.
+               _record(None, 64 * MIB, 0.200, workers=4, pack=4 * MIB)]
+    # 2 workers send n bytes each, 4 workers 1.5 n.
+    per_byte = sorted([0.030 / (16 * MIB), 0.080 / (32 * MIB),
+                       0.150 / (64 * MIB), 0.200 / (1.5 * 64 * MIB)])
+    assert link_model.host_seconds_per_byte(records, 4 * MIB) == (
+        pytest.approx((per_byte[1] + per_byte[2]) / 2))
+    assert link_model.host_seconds_per_byte(records, 0) == pytest.approx(
+        0.900 / (64 * MIB))
+    with pytest.raises(ValueError, match="in packs of 2048 bytes"):
+        link_model.host_seconds_per_byte(records, 2048)

@@ -2,6 +2,7 @@
 
 Usage:
     python tools/comm_model.py [--calibration_json=FILE] \\
+        [--links_json=docs/performance/links.json] \\
         [--out_json=FILE] [--out_png=FILE] [--max_gpus=1024] [...]
 
 Prints one markdown table per scenario (paper, h100 and, with
@@ -13,16 +14,24 @@ tf_lbsgd.analysis.allreduce_calibration). --out_json gets every number
 time against the number of GPUs (log2 axis) with the paper's ~90% at 256 GPUs
 marked.
 
+With --links_json (tools/bench_links.py's measurement on emulated links)
+the paper and h100 scenarios are projected again with the host cost per byte
+of this machine's gRPC all-reduce added to their links ("+ gRPC host"): what
+the links showed the model lacks when the transport's copies run on the
+host (tf_lbsgd.analysis.comm_model, HOST_COST).
+
 Every field of PaperSetting and H100Setting (but max_gpus) is a flag
 --paper_<field> / --h100_<field>; --max_gpus is the h100 scenario's.
 """
 
 import dataclasses
+import json
 
 from absl import app
 from absl import flags
 
 from tf_lbsgd.analysis import allreduce_calibration
+from tf_lbsgd.analysis import collective_costs
 from tf_lbsgd.analysis import comm_model
 from tf_lbsgd.analysis import tables
 
@@ -36,6 +45,13 @@ def define_flags(flag_values=flags.FLAGS):
                         "'allreduce_sweep' (and optionally 'step_seconds', "
                         "'gradient_bytes'); without it calibration is "
                         "skipped.", flag_values=flag_values)
+    flags.DEFINE_string("links_json", None, "tools/bench_links.py's JSON "
+                        "(key 'records'): project the paper and h100 "
+                        "scenarios again with its unshaped host cost per "
+                        "byte.", flag_values=flag_values)
+    flags.DEFINE_float("links_pack_mib", 4.0, "Pack size (MiB) of the "
+                       "--links_json measurements the host cost is fitted "
+                       "on; 0: one pack.", flag_values=flag_values)
     flags.DEFINE_string("out_json", None, "Where to write all numbers.",
                         flag_values=flag_values)
     flags.DEFINE_string("out_png", None, "Where to write the plot.",
@@ -67,6 +83,25 @@ def settings_from_flags(flag_values):
     return settings
 
 
+def read_link_records(path):
+    """The 'records' of tools/bench_links.py's JSON at `path`.
+
+    Raises:
+        app.UsageError: naming the file, when it cannot be read or has no
+            records.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            records = json.load(f).get("records")
+    except (OSError, ValueError, AttributeError) as e:
+        raise app.UsageError(f"--links_json={path}: cannot read it: "
+                             f"{e}") from e
+    if not records:
+        raise app.UsageError(f"--links_json={path}: no 'records' (write it "
+                             f"with tools/bench_links.py --out_json)")
+    return records
+
+
 def main(argv):
     """Computes the scenarios, prints their report, writes JSON and PNG."""
     if len(argv) > 1:
@@ -76,7 +111,16 @@ def main(argv):
     if flags.FLAGS.calibration_json:
         calibration = allreduce_calibration.read_calibration(
             flags.FLAGS.calibration_json)
-    result = comm_model.analyse(paper, h100, calibration)
+    links = None
+    if flags.FLAGS.links_json:
+        links = read_link_records(flags.FLAGS.links_json)
+    try:
+        result = comm_model.analyse(
+            paper, h100, calibration, links,
+            round(flags.FLAGS.links_pack_mib * collective_costs.MIB))
+    except ValueError as e:
+        raise app.UsageError(f"--links_json={flags.FLAGS.links_json}: "
+                             f"{e}") from e
     print(comm_model.report(result))
     if flags.FLAGS.out_json:
         tables.write_json(flags.FLAGS.out_json, result)

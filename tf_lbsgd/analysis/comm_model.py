@@ -23,6 +23,7 @@ import dataclasses
 from tf_lbsgd.analysis import allreduce_calibration
 from tf_lbsgd.analysis import backprop_overlap
 from tf_lbsgd.analysis import collective_costs
+from tf_lbsgd.analysis import link_model
 from tf_lbsgd.analysis import tables
 
 # The paper's numbers (docs/paper.md, "Systems facts").
@@ -63,6 +64,8 @@ class PaperSetting:
     # --paper_bucket_mib=0 for one bucket per layer (`paper_sensitivity`
     # shows both).
     bucket_mib: float = 25.0
+    # Host time per byte a server sends, added to the link's (`HOST_COST`).
+    host_ns_per_byte: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,16 @@ class H100Setting:
     # fp32 gradients (AMP's default).
     bytes_per_param: float = backprop_overlap.FP32_BYTES
     bucket_mib: float = 25.0
+    host_ns_per_byte: float = 0.0  # As PaperSetting's (`HOST_COST`).
+
+
+# HOST_COST: the emulated links (`link_model`, tools/bench_links.py) showed
+# an all-reduce over TensorFlow's gRPC transport taking the ring model's
+# time on the link plus its own host time (copies, serialisation, sums) one
+# after the other. `host_ns_per_byte` adds that host time per byte sent to
+# the inter-server beta: 0 for a transport that offloads it (NCCL, RDMA,
+# the settings' default), or this machine's measured cost
+# (`link_model.host_seconds_per_byte`, `analyse`'s `link_records`).
 
 
 def _cluster(setting):
@@ -98,7 +111,8 @@ def _cluster(setting):
         gpus_per_server=setting.gpus_per_server,
         inter_alpha=setting.inter_alpha_us * collective_costs.US,
         inter_beta=1 / (setting.inter_gbits
-                        * collective_costs.GBIT_PER_SECOND),
+                        * collective_costs.GBIT_PER_SECOND)
+        + setting.host_ns_per_byte * 1e-9,
         intra_alpha=setting.intra_alpha_us * collective_costs.US,
         intra_beta=1 / (setting.intra_gbytes * 1e9),
         gamma=setting.gamma_ns_per_byte * 1e-9)
@@ -291,7 +305,8 @@ def sensitivity_table(rows):
         align="rl" + "r" * len(buckets))
 
 
-def analyse(paper=PaperSetting(), h100=H100Setting(), calibration_data=None):
+def analyse(paper=PaperSetting(), h100=H100Setting(), calibration_data=None,
+            link_records=None, link_pack_bytes=4 * collective_costs.MIB):
     """Every scenario and check of the model, as one JSON-ready dict.
 
     Args:
@@ -300,16 +315,36 @@ def analyse(paper=PaperSetting(), h100=H100Setting(), calibration_data=None):
         calibration_data: None (calibration skipped) or the object of
             `allreduce_calibration.read_calibration`; with its
             "step_seconds", the local scenario is added.
+        link_records: None, or the records of tools/bench_links.py
+            (emulated links): the host cost per byte of this machine's
+            gRPC all-reduce in packs of `link_pack_bytes` is fitted
+            (`link_model.host_seconds_per_byte`) and the paper and h100
+            scenarios are projected again with it (`HOST_COST`), as
+            "paper + gRPC host" and "h100 + gRPC host".
 
     Returns:
         dict with paper_checks, paper_sensitivity, calibration (the fit of
-        `allreduce_calibration.calibrate`, or {"skipped": True}) and
-        scenarios (name -> scenario, in the order paper, h100, local).
+        `allreduce_calibration.calibrate`, or {"skipped": True}),
+        link_calibration ({"skipped": True} or host_ns_per_byte and the
+        pack size) and scenarios (name -> scenario, in the order paper,
+        h100, the two projections with the host cost, local).
     """
     scenarios = [paper_scenario(paper), h100_scenario(h100)]
     result = {"paper_checks": paper_checks(scenarios[0]),
               "paper_sensitivity": paper_sensitivity(paper),
-              "calibration": {"skipped": True}}
+              "calibration": {"skipped": True},
+              "link_calibration": {"skipped": True}}
+    if link_records is not None:
+        host_ns = 1e9 * link_model.host_seconds_per_byte(link_records,
+                                                         link_pack_bytes)
+        result["link_calibration"] = {"host_ns_per_byte": host_ns,
+                                      "bytes_per_pack": link_pack_bytes}
+        for base, setting, build in ((scenarios[0], paper, paper_scenario),
+                                     (scenarios[1], h100, h100_scenario)):
+            projected = build(dataclasses.replace(
+                setting, host_ns_per_byte=host_ns))
+            projected["name"] = f"{base['name']} + gRPC host"
+            scenarios.append(projected)
     if calibration_data is not None:
         calibration = allreduce_calibration.calibrate(
             calibration_data["allreduce_sweep"])
@@ -346,7 +381,16 @@ def _rate(value):
 def report(result):
     """The text report of an `analyse` result: the calibration, one table
     per scenario, the sensitivity table and the paper's claims."""
-    lines = [_calibration_line(result["calibration"]), ""]
+    lines = [_calibration_line(result["calibration"])]
+    link = result.get("link_calibration", {"skipped": True})
+    if not link.get("skipped"):
+        lines.append(
+            f"host cost of this machine's gRPC all-reduce (unshaped links, "
+            f"{link['bytes_per_pack'] / collective_costs.MIB:g} MiB packs): "
+            f"{link['host_ns_per_byte']:.2f} ns per byte sent "
+            f"({1 / link['host_ns_per_byte']:.2f} GB/s), added to the "
+            f"inter-server link in the '+ gRPC host' scenarios")
+    lines.append("")
     for name, scenario in result["scenarios"].items():
         lines += [f"## {name}", "", scenario_table(scenario), ""]
     checks = result["paper_checks"]

@@ -84,6 +84,37 @@ def compare(records):
     return rows
 
 
+def host_seconds_per_byte(records, bytes_per_pack, min_bytes=8 * 2 ** 20):
+    """The all-reduce's own host cost per byte a worker sends, unshaped.
+
+    The links showed measured = ring model + unshaped time (the CPU's work:
+    gRPC copies, the sums) at every link-bound point: a host cost per byte
+    added to the link's beta. It is fitted here as the median, over the
+    unshaped measurements of at least `min_bytes` in packs of
+    `bytes_per_pack`, of seconds / (2 (p - 1) / p * bytes), the bytes a
+    ring all-reduce sends per worker.
+
+    Args:
+        records: as `compare`'s.
+        bytes_per_pack: the pack size of the measurements used.
+        min_bytes: smaller messages are latency-bound and left out.
+
+    Raises:
+        ValueError: naming the pack size, without such measurements.
+    """
+    per_byte = sorted(
+        r["seconds"] / (2 * (r["workers"] - 1) / r["workers"] * r["bytes"])
+        for r in records if r["rate_mbit"] is None and r["workers"] > 1
+        and r["bytes_per_pack"] == bytes_per_pack
+        and r["bytes"] >= min_bytes)
+    if not per_byte:
+        raise ValueError(f"no unshaped measurement of at least {min_bytes} "
+                         f"bytes in packs of {bytes_per_pack} bytes")
+    middle = len(per_byte) // 2
+    return (per_byte[middle] if len(per_byte) % 2
+            else (per_byte[middle - 1] + per_byte[middle]) / 2)
+
+
 def verdict(rows, key="ratio"):
     """The goal over the link-bound rows: (held, count, worst ratio) of
     measured / model (`key`: "ratio" for the ring model, "serial_ratio" for
