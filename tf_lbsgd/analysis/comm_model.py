@@ -344,6 +344,8 @@ def analyse(paper=PaperSetting(), h100=H100Setting(), calibration_data=None,
             projected = build(dataclasses.replace(
                 setting, host_ns_per_byte=host_ns))
             projected["name"] = f"{base['name']} + gRPC host"
+            projected["rows"] = [r for r in projected["rows"]
+                                 if r["overlap"]]
             scenarios.append(projected)
     if calibration_data is not None:
         calibration = allreduce_calibration.calibrate(
@@ -441,16 +443,24 @@ def write_plot(scenarios, path):
     from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
 
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(12, 4.8))
-    for scenario in scenarios:
+    # A colour per scenario; the line says the algorithm and overlap.
+    colors = pyplot.rcParams["axes.prop_cycle"].by_key()["color"]
+    lines = {(collective_costs.RING, True): ("-", "o"),
+             (collective_costs.HALVING_DOUBLING, True): ("-.", "s"),
+             (collective_costs.RING, False): (":", "o"),
+             (collective_costs.HALVING_DOUBLING, False): (":", "s")}
+    for index, scenario in enumerate(scenarios):
         for (algorithm, overlap), rows in _variants(scenario).items():
             label = (f"{scenario['name']} {algorithm}"
                      + ("" if overlap else " no overlap"))
-            style = "-" if overlap else "--"
+            style, marker = lines.get((algorithm, overlap), ("--", "x"))
             gpus = [row["gpus"] for row in rows]
-            left.plot(gpus, [row["efficiency"] for row in rows], style,
-                      marker="o", label=label)
+            options = {"linestyle": style, "marker": marker, "label": label,
+                       "color": colors[index % len(colors)],
+                       "markersize": 4}
+            left.plot(gpus, [row["efficiency"] for row in rows], **options)
             right.plot(gpus, [1e3 * row["iteration_seconds"] for row in rows],
-                       style, marker="o", label=label)
+                       **options)
     left.plot([256], [PAPER_EFFICIENCY_256], "k*", markersize=14,
               label="paper: ~90% at 256 GPUs")
     right.plot([256], [1e3 * PAPER_SECONDS_PER_ITERATION_256], "k*",
