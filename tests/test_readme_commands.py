@@ -995,6 +995,7 @@ RULES = {
         "bench_scaling); the whole launch_local command runs above"),
     "python tools/comm_model.py "
     "--calibration_json=docs/performance/scaling.json "
+    "--links_json=docs/performance/links.json "
     "--out_png=comm_model.png": Rule(run_comm_model, "runs, its plot here"),
     ".venv/bin/python tools/reproduce.py --preset=quick": REPRODUCE,
     ".venv/bin/python tools/reproduce.py --preset=full "
