@@ -284,7 +284,7 @@ def test_two_local_workers_end_to_end(tmp_path):
     # The profiled loop: a real trace per worker, read by
     # collective_timeline: the 2-worker step all-reduces its one pack.
     for workers, run in runs.items():
-        assert run["interop_threads"] == 2
+        assert run["interop_threads"] == 2 and run["compression"] == "none"
         assert len(run["overlaps"]) == 1
         assert run["overlaps"][0]["steps"] >= 1
     assert runs[2]["overlaps"][0]["collectives"] >= 1

@@ -272,6 +272,8 @@ class WorkerPlan:
             (`<profile_dir>/worker<i>`); the chief's record gets its
             `collective_timeline.summary` as `overlap`. None: no trace.
         profile_steps: steps of the profiled loop.
+        compression: `GradientAllReduce`'s wire dtype: "none" or
+            "float16" (half the bytes; the sums in float16).
     """
     model: str
     bytes_per_pack: int
@@ -283,6 +285,7 @@ class WorkerPlan:
     interop_threads: int = None
     profile_dir: str = None
     profile_steps: int = 3
+    compression: str = "none"
 
 
 def run_worker(plan, worker_json):
@@ -301,7 +304,7 @@ def run_worker(plan, worker_json):
                                          collective="ring")
     workers = _cluster_size()
     gradient_allreduce = allreduce.GradientAllReduce(
-        bytes_per_pack=plan.bytes_per_pack)
+        bytes_per_pack=plan.bytes_per_pack, compression=plan.compression)
     bench = _trainer(plan, strategy, gradient_allreduce)
     variables = bench.model.trainable_variables
     shapes = [tuple(v.shape) for v in variables]
@@ -357,6 +360,7 @@ def run_worker(plan, worker_json):
             "compute_loop_seconds": compute_seconds,
             "allreduce_sweep": sweep,
             "interop_threads": plan.interop_threads,
+            "compression": plan.compression,
             "overlap": overlap,
         })
     # A barrier: all wait until the chief has written. Then all linger a

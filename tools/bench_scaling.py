@@ -4,7 +4,8 @@ Usage:
     python tools/bench_scaling.py [--models=small,resnet50] \\
         [--bytes_per_pack=0,4194304] [--per_worker_batch=N] [--loops=L] \\
         [--steps_per_loop=S] [--measure_compute] [--out_json=scaling.json] \\
-        [--interop_threads=1,2] [--profile_dir=DIR] [--rate_mbit=R]
+        [--interop_threads=1,2] [--profile_dir=DIR] [--rate_mbit=R] \\
+        [--compression=float16]
 
 The driver (default role) runs, for each model, worker count and (for more
 than one worker) pack size, the workers through `tools/launch_local.py
@@ -100,6 +101,9 @@ def define_flags(flag_values=flags.FLAGS):
     define("float", "rate_mbit", None, "Run the workers on emulated hosts "
            "(network namespaces, as root) joined by links of this rate in "
            "Mbit/s (0: unshaped); unset: on localhost.", lower_bound=0)
+    define("enum", "compression", "none", "The gradient all-reduce's wire "
+           "dtype (allreduce.GradientAllReduce): float16 halves the bytes.",
+           ["none", "float16"])
     define("boolean", "verbose", False, "Echo all worker output to stderr.")
     define("string", "out_json", None, "Write the results here.")
     define("string", "worker_json", None,
@@ -134,6 +138,7 @@ def worker_command(run, settings, flag_values, worker_json):
                                     else str(run["interop_threads"])),
             "--profile_dir=" + (_profile_dir(flag_values, run) or ""),
             f"--profile_steps={flag_values.profile_steps}",
+            f"--compression={flag_values.compression}",
             "--sweep_sizes=" + (",".join(map(str, flag_values.sweep_sizes))
                                 if run["sweep"] else ""),
             f"--sweep_repeats={flag_values.sweep_repeats}"]
@@ -183,7 +188,7 @@ def run_driver(flag_values):
                 **{name: flag_values[name].value for name in (
                     "cores_per_worker", "rounds", "allreduce_repeats",
                     "sweep_repeats", "rate_mbit", "profile_dir",
-                    "profile_steps")},
+                    "profile_steps", "compression")},
                 "sweep_sizes": [int(s) for s in flag_values.sweep_sizes]}})
     return 1 if result["failures"] else 0
 
@@ -218,7 +223,8 @@ def run_worker(flag_values):
         tuple(int(s) for s in flag_values.sweep_sizes),
         flag_values.sweep_repeats, flag_values.measure_compute,
         _interop_threads(flag_values.interop_threads)[0],
-        flag_values.profile_dir or None, flag_values.profile_steps)
+        flag_values.profile_dir or None, flag_values.profile_steps,
+        flag_values.compression)
     code = 0
     try:
         scaling_bench.run_worker(plan, flag_values.worker_json)
