@@ -45,7 +45,10 @@ def exit_without_teardown():
     teardown: with one thread per op (`cpu_threads`, several replicas) the
     destructor of an endless `synthetic_dataset`'s iterator can wait forever
     at exit (a MultiDeviceIterator's tf.data thread, seen on the Xeon with
-    the small model). Call it once everything is written."""
+    the small model): TensorFlow's known hangs of dataset iterators with a
+    small inter-op pool (tensorflow/tensorflow#21277, a dataset's session
+    destructor with one inter-op thread; #38969, open). Call it once
+    everything is written."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # pylint: disable=protected-access
