@@ -259,7 +259,8 @@ def test_bench_scaling_launches_its_workers_on_emulated_hosts():
                              grace_seconds=1, rate_mbit=250)
     out = str(error.value)  # The failed run's output names the hosts.
     assert "250 Mbit/s links" in out
-    assert "at 10.77.0.1:20000 threads 1 1" in out
-    assert "at 10.77.0.2:20000 threads 1 1" in out
+    # Pinned to one core, with 2 inter-op threads (Placement).
+    assert "at 10.77.0.1:20000 threads 2 1" in out
+    assert "at 10.77.0.2:20000 threads 2 1" in out
     name = re.search(r"2 hosts \((lb\d+)-h0\.\.\)", out).group(1)
     assert _ours(name + "-") == []

@@ -73,6 +73,17 @@ def test_worker_env_has_tf_config_and_threads():
     pinned = launch.worker_env(base, [1111, 2222], 0, cores_per_worker=3)
     assert json.loads(pinned["TF_CONFIG"])["task"]["index"] == 0
     assert all(pinned[var] == "3" for var in THREAD_VARS)
+    # Hosts joined by links: at least 2 inter-op threads, so each pack's
+    # all-reduce can start during backprop; the rest stay one per core.
+    linked = launch.worker_env(base, [1111, 2222], 0, cores_per_worker=1,
+                               min_interop_threads=2)
+    assert linked["TF_NUM_INTEROP_THREADS"] == "2"
+    assert linked["TF_NUM_INTRAOP_THREADS"] == linked["OMP_NUM_THREADS"] == (
+        "1")
+    assert launch.worker_env(base, [1111], 0, cores_per_worker=4,
+                             min_interop_threads=2)[
+                                 "TF_NUM_INTEROP_THREADS"] == "4"
+    assert launch.Localhost.min_interop_threads == 1
 
 
 def test_core_assignment_wraps_around():
