@@ -982,6 +982,22 @@ RULES = {
     "python tools/bench_scaling.py --measure_compute": BENCHMARK,
     ".venv/bin/python tools/bench_links.py --rates_mbit=0,500,1000,2000 "
     "--out_json=docs/performance/links.json": BENCHMARK,
+    ".venv/bin/python tools/bench_links.py --hosts=2 "
+    "--rates_mbit=0,500,1000,2000 "
+    "--bytes_per_pack=0,1048576,4194304,16777216 "
+    "--out_json=docs/performance/links_2hosts_xeon.json": BENCHMARK,
+    ".venv/bin/python tools/bench_links.py --hosts=4 "
+    "--rates_mbit=0,250,500,1000 "
+    "--bytes_per_pack=0,1048576,4194304,16777216 "
+    "--out_json=docs/performance/links_4hosts.json": BENCHMARK,
+    ".venv/bin/python tools/bench_scaling.py --models=resnet50 "
+    "--bytes_per_pack=4194304 --interop_threads=1,2 --measure_compute "
+    "--profile_dir=runs/overlap/local --sweep_sizes= "
+    "--out_json=docs/performance/overlap_local.json": BENCHMARK,
+    ".venv/bin/python tools/bench_scaling.py --models=resnet50 "
+    "--bytes_per_pack=4194304 --interop_threads=1,2 --measure_compute "
+    "--profile_dir=runs/overlap/link1g --sweep_sizes= --rate_mbit=1000 "
+    "--out_json=docs/performance/overlap_link1g.json": BENCHMARK,
     ".venv/bin/python tools/emulated_cluster.py --hosts=2 --rate_mbit=1000 "
     "-- tf-lbsgd --gin_file=experiments/fashion_mnist_default "
     "--gin_file=distribute/multi_worker_ring "
