@@ -168,7 +168,10 @@ def summary(steps):
     """Medians over `steps` (JSON-ready), or None without steps."""
     if not steps:
         return None
-    median = lambda values: float(statistics.median(values))  # pylint: disable=unnecessary-lambda-assignment
+
+    def median(values):
+        return float(statistics.median(values))
+
     return {
         "steps": len(steps),
         "backward_ms": median(s.backward_end_ms - s.backward_start_ms
