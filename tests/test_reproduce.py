@@ -170,11 +170,20 @@ def test_a_reports_runs_are_reused_without_training(tiny, tmp_path, capsys):
     run = first["sweep"]["64"]["runs"][0]
     assert run["seed"] == 0 and len(run["curve"]) > 5
     assert ("train_lib.run.global_batch_size = 64" in run["bindings"])
+    cpu = first["meta"]["machine"]["cpu"]
+    assert run["cpu"] == cpu
     assert second["meta"]["reused"] == [
-        {"file": str(recorded), "runs": 5, "cpu": first["meta"]["machine"]
-         ["cpu"], "date": first["meta"]["date"]}]
-    assert f"5 runs: 0 trained on" in again.read_text()
-    assert f"; 5 recorded in `{recorded}` (on" in again.read_text()
+        {"file": str(recorded), "runs": 5, "cpus": {cpu: 5},
+         "date": first["meta"]["date"]}]
+    assert "5 runs: 0 trained on" in again.read_text()
+    assert (f"; 5 recorded in `{recorded}` (trained on {cpu}; the file of "
+            f"{first['meta']['date']})") in again.read_text()
+    # Reused again, the runs keep the CPU they were trained on.
+    second["sweep"]["32"]["runs"][0]["cpu"] = "another CPU"
+    (tmp_path / "again" / "results.json").write_text(json.dumps(second))
+    runner.run(TINY, str(runs), str(again), report_only=True,
+               reuse=[str(tmp_path / "again" / "results.json")])
+    assert "(trained 1 on another CPU, 4 on " in again.read_text()
 
 
 def test_reuse_adds_only_the_missing_seeds(tiny, tmp_path, capsys):

@@ -336,6 +336,7 @@ def test_runs_recorded_without_seeds_take_their_presets_order(tmp_path):
     point = grid.Point("no_warmup", 64, 1)
     run = recorded.runs[point]
     assert run.seed == 1 and run.error == 10.0
+    assert run.cpu == "AMD EPYC"  # The report's, for runs without their own.
     assert run.bindings == grid.gin_bindings(point, old_preset)
     reusable, _ = reuse.reusable_runs([str(path)], grid.PRESETS["tiny"])
     assert sorted(p.name for p in reusable) == [

@@ -201,8 +201,14 @@ def _runs_text(meta):
 
 
 def _reused_text(meta):
-    return "".join(f"; {r['runs']} recorded in `{r['file']}` (on {r['cpu']}, "
-                   f"{r['date']})" for r in meta.get("reused", []))
+    parts = []
+    for reused in meta.get("reused", []):
+        where = ", ".join(f"{count} on {cpu}" if len(reused["cpus"]) > 1
+                          else f"on {cpu}"
+                          for cpu, count in reused["cpus"].items())
+        parts.append(f"; {reused['runs']} recorded in `{reused['file']}` "
+                     f"(trained {where}; the file of {reused['date']})")
+    return "".join(parts)
 
 
 def render(outcome, meta):
@@ -213,8 +219,8 @@ def render(outcome, meta):
         meta: dict with `command`, `machine` (dict), `date`,
             `runs_seconds` (sum of the runs' wall times), `runs`,
             `figure_dir` (relative to the report); optionally `reused`, a
-            list of {file, runs, cpu, date} of runs earlier reports
-            recorded (`runner.run`'s `reuse`).
+            list of {file, runs, cpus ({cpu: runs}), date} of runs earlier
+            reports recorded (`runner.run`'s `reuse`).
     """
     preset = outcome.preset
     machine = meta["machine"]
@@ -296,7 +302,7 @@ def render(outcome, meta):
 def _summary_json(summary):
     return {"mean": summary.mean, "std": summary.std,
             "diverged": summary.diverged,
-            "runs": [{"seed": r.seed, "error": r.error,
+            "runs": [{"seed": r.seed, "cpu": r.cpu, "error": r.error,
                       "diverged": r.diverged, "errors": r.errors,
                       "wall_seconds": r.wall_seconds,
                       "images_per_second": r.images_per_second,

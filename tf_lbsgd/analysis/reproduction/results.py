@@ -41,6 +41,7 @@ class RunResult:
         images_per_second: training throughput.
         seed: the run's seed (set by the runner; reports record it).
         bindings: the gin bindings it was trained with (as `seed`).
+        cpu: the CPU it was trained on (as `seed`).
     """
     diverged: bool
     error: float = None
@@ -51,6 +52,7 @@ class RunResult:
     images_per_second: float = None
     seed: int = None
     bindings: list = None
+    cpu: str = None
 
 
 def recorded_wall_seconds(model_dir):

@@ -1,7 +1,7 @@
 """Runs an earlier report recorded: a reproduction over sessions and machines.
 
 A report's `results.json` (`runner.write_report`) keeps every run's numbers:
-its seed, gin bindings, evaluations, training curve and wall time. A
+its seed, gin bindings, CPU, evaluations, training curve and wall time. A
 reproduction whose runs directory is gone (another session, another
 machine) can take those runs as finished instead of training them again,
 and train only the seeds it lacks: `tools/reproduce.py --reuse=<results.json>`.
@@ -10,7 +10,8 @@ A recorded run is reused only when it is the same run: its gin bindings
 (the whole training configuration) equal the bindings the preset gives the
 point today. Files written before the runs recorded their seeds and
 bindings list the runs of a point in the order of their preset's seeds;
-their bindings are rebuilt from the recorded preset.
+their bindings are rebuilt from the recorded preset, their CPU is the
+report's.
 """
 
 import dataclasses
@@ -66,7 +67,8 @@ def _run_result(run):
         curve=[tuple(p) for p in run.get("curve", [])],
         wall_seconds=run.get("wall_seconds"),
         images_per_second=run.get("images_per_second"),
-        seed=run.get("seed"), bindings=run.get("bindings"))
+        seed=run.get("seed"), bindings=run.get("bindings"),
+        cpu=run.get("cpu"))
 
 
 def read_recorded(path):
@@ -85,6 +87,7 @@ def read_recorded(path):
         raise ValueError(f"{path} is not a results.json of tools/"
                          f"reproduce.py (no 'preset' or 'meta')")
     preset = _recorded_preset(data, path)
+    machine = data["meta"].get("machine", {})
     runs = {}
     for variant, kn, summary in _points_and_runs(data, preset):
         recorded = summary["runs"]
@@ -100,8 +103,9 @@ def read_recorded(path):
             point = grid.Point(variant, kn, result.seed)
             if result.bindings is None:
                 result.bindings = grid.gin_bindings(point, preset)
+            if result.cpu is None:  # Written before runs kept their CPU.
+                result.cpu = machine.get("cpu", "?")
             runs[point] = result
-    machine = data["meta"].get("machine", {})
     return Recorded(path=path, runs=runs, cpu=machine.get("cpu", "?"),
                     date=data["meta"].get("date", "?"))
 

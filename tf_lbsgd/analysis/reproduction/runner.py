@@ -195,6 +195,10 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
                             recorded=recorded))
     done.update(ensure_runs(grid.layerwise_points(preset), preset, runs_dir,
                             report_only=report_only, recorded=recorded))
+    info = machine.machine_info()
+    for result in done.values():  # Trained here (recorded ones say where).
+        if result.cpu is None:
+            result.cpu = info["cpu"]
     outcome = findings.Outcome(
         preset=preset, sweep=sweep, large_kn=large_kn, large_matched=matched,
         large_forced=forced,
@@ -202,7 +206,7 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
         baseline_ablations={v: _summaries(done, v, preset.baseline)
                             for v in preset.baseline_ablations},
         layerwise={v: _summaries(done, v) for v in preset.layerwise})
-    meta = {"command": command, "machine": machine.machine_info(),
+    meta = {"command": command, "machine": info,
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
             "runs": len(done),
             "runs_seconds": sum(r.wall_seconds or 0 for r in done.values()),
@@ -213,14 +217,19 @@ def run(preset, runs_dir, report_path, large_kn=None, dry_run=False,
 
 
 def _reused_meta(done, recorded, sources):
-    """Per file of `sources`: how many of the report's runs came from it."""
+    """Per file of `sources`: how many of the report's runs came from it,
+    by the CPU they were trained on."""
     used = [p for p, r in done.items() if recorded.get(p) is r]
     meta = []
     for source in sources:
-        count = sum(source.runs.get(p) is done[p] for p in used)
-        if count:
-            meta.append({"file": source.path, "runs": count,
-                         "cpu": source.cpu, "date": source.date})
+        cpus = {}
+        for point in used:
+            if source.runs.get(point) is done[point]:
+                cpu = done[point].cpu
+                cpus[cpu] = cpus.get(cpu, 0) + 1
+        if cpus:
+            meta.append({"file": source.path, "runs": sum(cpus.values()),
+                         "cpus": cpus, "date": source.date})
     return meta
 
 
