@@ -30,6 +30,7 @@ import tensorflow as tf
 from tf_lbsgd import allreduce
 from tf_lbsgd import benchmark
 from tf_lbsgd import cluster
+from tf_lbsgd import cpu_threads
 from tf_lbsgd import distribute
 from tf_lbsgd.analysis import collective_timeline
 from tf_lbsgd.analysis import op_profile
@@ -297,9 +298,10 @@ def run_worker(plan, worker_json):
     endless and its iterator must not be torn down by the interpreter."""
     settings, steps = plan.settings, plan.settings["steps_per_loop"]
     began = time.perf_counter()
-    if plan.interop_threads is not None:
-        tf.config.threading.set_inter_op_parallelism_threads(
-            plan.interop_threads)
+    if plan.interop_threads is not None:  # Intra-op: the launcher's.
+        cpu_threads.apply(plan.interop_threads,
+                          int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")),
+                          "bench_scaling --interop_threads")
     strategy = distribute.build_strategy("multi_worker_mirrored",
                                          collective="ring")
     workers = _cluster_size()

@@ -27,12 +27,12 @@ class Recorded:
 
     Attributes:
         path: the file.
-        runs: {grid.Point: results.RunResult}.
-        cpu, date: where and when its report was written.
+        runs: {grid.Point: results.RunResult}, each with the CPU it was
+            trained on.
+        date: when its report was written.
     """
     path: str
     runs: dict
-    cpu: str
     date: str
 
 
@@ -106,8 +106,7 @@ def read_recorded(path):
             if result.cpu is None:  # Written before runs kept their CPU.
                 result.cpu = machine.get("cpu", "?")
             runs[point] = result
-    return Recorded(path=path, runs=runs, cpu=machine.get("cpu", "?"),
-                    date=data["meta"].get("date", "?"))
+    return Recorded(path=path, runs=runs, date=data["meta"].get("date", "?"))
 
 
 def reusable_runs(paths, preset):
