@@ -125,6 +125,50 @@ def test_ghost_batch_norm_normalises_each_group_of_n():
                                rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_ghost_batches_give_the_unfused_numbers(dtype):
+    """Ghost BN by the fused kernel per group (a static batch) against the
+    unfused ops over the same groups: outputs, moving statistics and all
+    gradients (bfloat16: to its rounding)."""
+    shape, group = (12, 3, 3, 4), 4
+    x = tf.cast(np.random.default_rng(4).normal(1.0, 2.0, shape)
+                + np.repeat([0.0, 5.0, -3.0], group)[:, None, None, None],
+                dtype)
+    results = []
+    for fused in (True, False):
+        with precision.dtype_policy("mixed_bfloat16" if dtype == "bfloat16"
+                                    else "float32"):
+            bn = layers.WorkerBatchNorm(momentum=0.5, fused=fused,
+                                        group_size=group)
+        bn.build(shape)
+        bn.gamma.assign(np.linspace(0.5, 2.0, shape[-1]).astype("f4"))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = bn(x, training=True)
+            loss = tf.reduce_sum(tf.cast(out, tf.float32) ** 3)
+        grads = tape.gradient(loss, [x, bn.gamma, bn.beta])
+        results.append([tf.cast(value, tf.float32) for value in
+                        [out, bn.moving_mean, bn.moving_variance, *grads]])
+    tolerance = 2 ** -6 if dtype == "bfloat16" else 2e-5
+    for fused_value, plain_value in zip(*results):
+        np.testing.assert_allclose(
+            np.asarray(fused_value), np.asarray(plain_value), rtol=tolerance,
+            atol=tolerance * np.abs(np.asarray(plain_value)).max())
+    groups = [_numpy_bn(part) for part in
+              np.split(np.asarray(tf.cast(x, tf.float64)), 3)]
+    np.testing.assert_allclose(
+        np.asarray(results[0][1]), 0.5 * np.mean([g[1] for g in groups], 0),
+        rtol=1e-5, atol=1e-6)
+
+
+def test_ghost_batch_that_is_not_whole_groups_is_refused():
+    bn = layers.WorkerBatchNorm(group_size=4, name="s1b1_bn1")
+    with pytest.raises(ValueError, match="s1b1_bn1: a batch of 6 examples is "
+                       "not a whole number of ghost-batch groups of "
+                       "group_size = 4"):
+        bn(np.zeros((6, 2, 2, 3), "f4"), training=True)
+
+
 def test_inference_uses_moving_statistics():
     bn = layers.WorkerBatchNorm()
     x = np.full((2, 3), 4.0, "f4")

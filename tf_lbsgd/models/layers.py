@@ -44,10 +44,11 @@ class WorkerBatchNorm(keras.layers.Layer):
         epsilon: Variance epsilon (1e-5).
         gamma_initializer: Initializer of the scale (zeros for R10).
         group_size: None for plain per-replica BN, or n for ghost batches.
-        fused: in training, normalise NHWC batches (not ghost batches) with
-            the fused kernel; None (the default) for the kernel chosen by the
-            enclosing `built_for_xla` (fused unless compiled with XLA). The
-            fused kernel takes bfloat16 batches without a float32 copy.
+        fused: in training, normalise NHWC batches with the fused kernel
+            (ghost batches of a static size: one call per group); None (the
+            default) for the kernel chosen by the enclosing `built_for_xla`
+            (fused unless compiled with XLA). The fused kernel takes
+            bfloat16 batches without a float32 copy.
     """
 
     def __init__(self, momentum=0.9, epsilon=1e-5, gamma_initializer="ones",
@@ -112,16 +113,53 @@ class WorkerBatchNorm(keras.layers.Layer):
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
         return out, mean, variance * (count - 1.0) / count
 
+    def _fused_groups(self, x, groups):
+        """Ghost BN by the fused kernel, one call per group of n examples.
+
+        Splitting along the batch shares the input's memory (TensorFlow's
+        Split on the first axis makes no copy), so the cost over one fused
+        call is the concatenation of the outputs. The moments returned are
+        the means over the groups, as the unfused path keeps them.
+        """
+        outs, means, variances = [], [], []
+        for part in tf.split(x, groups, axis=0):
+            out, mean, variance = self._fused(part)
+            outs.append(out)
+            means.append(mean)
+            variances.append(variance)
+        return (tf.concat(outs, axis=0), tf.add_n(means) / groups,
+                tf.add_n(variances) / groups)
+
+    def _static_groups(self, inputs):
+        """Groups of `group_size` in the batch if its size is static (1
+        without ghost batches); None for a dynamic batch.
+
+        Raises:
+            ValueError: for a static batch that is not whole groups.
+        """
+        if self.group_size is None:
+            return 1
+        batch = inputs.shape[0]
+        if batch is None:
+            return None
+        if batch % self.group_size:
+            raise ValueError(
+                f"{self.name}: a batch of {batch} examples is not a whole "
+                f"number of ghost-batch groups of group_size = "
+                f"{self.group_size}")
+        return batch // self.group_size
+
     def call(self, inputs, training=None):
-        if (training and self.fused and self.group_size is None
-                and inputs.shape.rank == 4):
+        groups = self._static_groups(inputs) if training else None
+        if training and self.fused and groups and inputs.shape.rank == 4:
             # bfloat16 batches go in as they are: the kernel computes in
             # float32 inside and returns float32 moments; the numbers are
             # those of a float32 copy to bfloat16's rounding, without two
             # casts over the activations each way (tests/test_models.py).
-            out, mean, variance = self._fused(
-                inputs if inputs.dtype == tf.bfloat16
-                else tf.cast(inputs, tf.float32))
+            x = (inputs if inputs.dtype == tf.bfloat16
+                 else tf.cast(inputs, tf.float32))
+            out, mean, variance = (self._fused(x) if groups == 1
+                                   else self._fused_groups(x, groups))
             self._update_moving(self.moving_mean, mean)
             self._update_moving(self.moving_variance, variance)
             return tf.cast(out, self.compute_dtype)
