@@ -173,6 +173,24 @@ def test_final_summary_of_a_finished_run(tmp_path):
         f"Metrics:     {model_dir}/metrics.json"]
 
 
+def test_training_line_names_packed_workers(tmp_path):
+    packed = {"workers": 8, "replicas": 2, "workers_per_replica": 4,
+              "reason": "auto: 8 workers packed onto 2 replicas (4 each, "
+                        "ghost batch norm per worker) for 2 core(s), where "
+                        "it measured faster"}
+    metrics = dict(METRICS, num_replicas=2, workers=packed)
+    model_dir = _run_dir(tmp_path, 5)
+    line = progress.final_summary(metrics, model_dir)
+    assert line.splitlines()[0] == (
+        "Training:    step 5 (epoch 0.0213), global batch 256 (auto: 8 "
+        "workers packed onto 2 replicas (4 each, ghost batch norm per "
+        "worker) for 2 core(s), where it measured faster), 52s training "
+        "time, 25 images/s")
+    unpacked = dict(METRICS, workers=dict(packed, workers_per_replica=1))
+    assert "on 8 replicas" in progress.final_summary(
+        unpacked, model_dir).splitlines()[0]
+
+
 def test_final_summary_without_evaluation_export_or_record(tmp_path):
     model_dir = _run_dir(tmp_path, 3, export=False)
     metrics = dict(METRICS, global_step=3, epochs=90.0, eval=None,

@@ -96,7 +96,10 @@ class SyntheticTrainer:
     and Trainer under `strategy.scope()` as `train_lib.run` does: the model
     under the Keras dtype policy `precision`, and for `mixed_float16` the
     optimizer wrapped in the project's dynamic loss scaling
-    (`precision.with_loss_scaling`). `time_loop(steps)` runs one orbit loop
+    (`precision.with_loss_scaling`), and a strategy of packed workers
+    (`worker_packing`) run with ghost BN per worker of `per_replica_batch`
+    examples, each replica taking its workers' batches. `time_loop(steps)`
+    runs one orbit loop
     of `steps` steps inside one `tf.function` and returns its seconds (the
     loop ends with a host read of the step's sums: a true sync).
     """
@@ -109,14 +112,19 @@ class SyntheticTrainer:
         import orbit
         from tf_lbsgd import optimizers
         from tf_lbsgd import trainer
+        from tf_lbsgd import worker_packing
         from tf_lbsgd.models import layers
         self.strategy = strategy
-        self.global_batch = per_replica_batch * strategy.num_replicas_in_sync
+        packed = worker_packing.workers_per_replica(strategy)
+        self.global_batch = (per_replica_batch * packed
+                             * strategy.num_replicas_in_sync)
         with strategy.scope():
             with precision_lib.dtype_policy(precision), \
                     layers.built_for_xla(jit_compile):  # BN kernel for XLA.
                 self.model = model_fn(input_shape=tuple(image_shape),
                                       num_classes=num_classes)
+            if packed > 1:
+                worker_packing.group_batch_norm(self.model, per_replica_batch)
             self.optimizer = optimizers.MomentumSGD(
                 learning_rate=learning_rate, aggregate_gradients=False)
             if precision == "mixed_float16":
@@ -124,8 +132,8 @@ class SyntheticTrainer:
                     self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
             global_step = orbit.utils.create_global_step()
-        dataset = synthetic_dataset(strategy, per_replica_batch, image_shape,
-                                    num_classes)
+        dataset = synthetic_dataset(strategy, per_replica_batch * packed,
+                                    image_shape, num_classes)
         self.trainer = trainer.Trainer(
             strategy, self.model, self.optimizer, dataset, self.global_batch,
             global_step, gradient_allreduce=gradient_allreduce,

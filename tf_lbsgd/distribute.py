@@ -12,6 +12,7 @@ import tensorflow as tf
 from tf_lbsgd import checks
 from tf_lbsgd import cluster
 from tf_lbsgd import cpu_threads as cpu_threads_lib
+from tf_lbsgd import worker_packing
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "tpu")
@@ -87,15 +88,19 @@ def check_num_replicas(num_replicas, num_gpus=0):
             f"resnet_cifar.bn_group_size = n, which computes the same")
 
 
-def _mirrored(num_replicas, cpu_threads):
+def _mirrored(num_replicas, cpu_threads, pack_workers):
     # Physical, not logical: listing logical devices would initialise TF
     # before the CPU can be split.
     if tf.config.list_physical_devices("GPU"):
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = gpus[:num_replicas] if num_replicas else gpus
         return tf.distribute.MirroredStrategy(devices)
-    cpu_threads_lib.configure(cpu_threads, num_replicas or 1)
-    return logical_cpu_strategy(num_replicas or 1)
+    workers = num_replicas or 1
+    replicas, reason = worker_packing.choose(pack_workers, workers)
+    cpu_threads_lib.configure(cpu_threads, replicas)
+    strategy = logical_cpu_strategy(replicas)
+    worker_packing.register(strategy, workers // replicas, reason)
+    return strategy
 
 
 def logical_cpu_strategy(num_replicas):
@@ -212,7 +217,7 @@ def _tpu(tpu_address):
 @gin.configurable
 def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
                    timeout_seconds=None, tpu_address="local",
-                   cpu_threads=cpu_threads_lib.AUTO):
+                   cpu_threads=cpu_threads_lib.AUTO, pack_workers=False):
     """Builds the tf.distribute strategy named by `kind`.
 
     Args:
@@ -230,6 +235,12 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
             for several replicas where that measured faster), 'default'
             (TensorFlow's) or (inter_op, intra_op) (`cpu_threads.choose`);
             applied before TensorFlow initialises.
+        pack_workers: for `mirrored` on a CPU: run the num_replicas = k
+            simulated workers on fewer replicas, one per core, each
+            normalising every worker's examples on their own (the same
+            computation, `worker_packing`): True, False, or 'auto' where
+            it measured faster. The strategy then has fewer replicas than
+            workers; `train_lib` reads the packing from it.
 
     Returns:
         A `tf.distribute.Strategy`.
@@ -245,6 +256,7 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
     check_num_replicas(num_replicas,
                        len(tf.config.list_physical_devices("GPU")))
     cpu_threads_lib.choose(cpu_threads, 1)  # A bad setting fails first.
+    worker_packing.choose(pack_workers, 1)
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "one_device":
@@ -252,7 +264,7 @@ def build_strategy(kind="mirrored", num_replicas=None, collective="auto",
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus
                                                else "/cpu:0")
     if kind == "mirrored":
-        return _mirrored(num_replicas, cpu_threads)
+        return _mirrored(num_replicas, cpu_threads, pack_workers)
     if kind == "multi_worker_mirrored":
         return _multi_worker(collective, timeout_seconds)
     if kind == "tpu":

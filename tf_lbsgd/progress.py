@@ -225,10 +225,13 @@ def _label(name):
 
 
 def _training_line(metrics):
+    workers = metrics.get("workers") or {}
+    where = f"on {metrics['num_replicas']} replicas"
+    if workers.get("workers_per_replica", 1) > 1:
+        where = f"({workers['reason']})"
     parts = [f"step {metrics['global_step']} "
              f"(epoch {metrics['epochs']:.3g})",
-             f"global batch {metrics['global_batch_size']} on "
-             f"{metrics['num_replicas']} replicas",
+             f"global batch {metrics['global_batch_size']} {where}",
              f"{format_duration(metrics['train_wall_time_s'])} training time"]
     if metrics.get("examples_per_second"):
         parts.append(f"{metrics['examples_per_second']:.0f} images/s")

@@ -37,6 +37,7 @@ from tf_lbsgd import profiling
 from tf_lbsgd import progress
 from tf_lbsgd import schedules
 from tf_lbsgd import warm_start
+from tf_lbsgd import worker_packing
 from tf_lbsgd import xla_choice
 from tf_lbsgd.analysis.run_outputs import TRAIN_SUMMARY_DIR
 from tf_lbsgd.analysis.run_outputs import VALIDATION_SUMMARY_DIR
@@ -161,6 +162,7 @@ def _metrics(run, global_batch, start_step, seconds_before, evaluator,
         if steps_done and seconds > 0 else None,
         "xla": run.xla,
         "cpu_threads": cpu_threads.chosen(),
+        "workers": run.packing,
     }
     if not steps_done:  # Nothing trained now: keep the earlier throughput.
         metrics["examples_per_second"] = earlier.get("examples_per_second")
@@ -383,7 +385,8 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
         xla_choice.local_accelerators(), where=where)
     logging.info("XLA %s (%s)", "on" if jit_compile else "off", xla_reason)
     strategy = strategy or distribute.build_strategy()
-    n, global_batch = resolve_batch_sizes(strategy.num_replicas_in_sync,
+    packing = worker_packing.describe(strategy)
+    n, global_batch = resolve_batch_sizes(packing["workers"],
                                           per_replica_batch_size,
                                           global_batch_size, where)
     init_path = (warm_start.resolve_checkpoint(init_checkpoint)
@@ -392,6 +395,9 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     run_ = _Run(strategy, data, model, global_batch, epochs, seed, precision,
                 jit_compile, schedule_fn, optimizer_fn or optimizers.MomentumSGD)
     run_.xla = {"jit_compile": jit_compile, "reason": xla_reason}
+    run_.packing = packing
+    if packing["workers_per_replica"] > 1:
+        worker_packing.group_batch_norm(run_.model, n)
     if init_path:  # A resumed run's own checkpoint overrides it below.
         logging.info("%s", warm_start.initialize_from_checkpoint(
             run_.model, init_path, skip_classifier=init_skip_classifier))
@@ -411,7 +417,8 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     if mode == "export":
         return TrainResult(run_.model, record, model_dir,
                            _export(run_, statistics, model_dir, chief))
-    train_ds, eval_ds = _datasets(run_, n, seed, start_step)
+    train_ds, eval_ds = _datasets(
+        run_, n * packing["workers_per_replica"], seed, start_step)
     trainer = Trainer(
         strategy, run_.model, run_.optimizer, train_ds, global_batch,
         run_.global_step, extra_outputs=lambda: {
@@ -458,7 +465,7 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
     if chief:
         hparams.write_session(model_dir, hparams.recipe_hparams(
             run_.schedule, run_.optimizer, global_batch_size=global_batch,
-            num_replicas=strategy.num_replicas_in_sync, epochs=epochs,
+            num_replicas=packing["workers"], epochs=epochs,
             precision=precision, seed=seed, schedule_fn=schedule_fn))
     seconds_before = float(run_.train_seconds.numpy())
 
@@ -544,7 +551,8 @@ def run(model_dir, mode="train_and_eval", data=gin.REQUIRED,
     _check_optimizer_fn(optimizer_fn)
     strategy = distribute.build_strategy()
     _check_mode_name(mode)  # Before the data is loaded.
-    resolve_batch_sizes(strategy.num_replicas_in_sync, per_replica_batch_size,
+    resolve_batch_sizes(worker_packing.describe(strategy)["workers"],
+                        per_replica_batch_size,
                         global_batch_size)
     profiling.check_profile_steps(profile_steps)
     return train_model(
