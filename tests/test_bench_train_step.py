@@ -12,6 +12,7 @@ import keras
 import pytest
 
 from tf_lbsgd import benchmark
+from tf_lbsgd import worker_packing
 from tf_lbsgd.analysis import machine
 from tf_lbsgd.benchmarks import train_step as bench
 
@@ -185,6 +186,55 @@ def test_tiny_run_writes_a_consistent_table(tmp_path):
     assert payload["speed_ratios"]["mixed_bfloat16/float32"]["ours"] == (
         pytest.approx(fp32["ours"]["median_s_per_step"]
                       / bf16["ours"]["median_s_per_step"]))
+
+
+def test_packed_ours_beside_fit_in_its_own_process_with_default_threads(
+        tmp_path):
+    """--pack_workers packs our peer's 4 workers onto the cores;
+    --default_threads_peers times fit in a child process of TensorFlow's
+    default threads in the same rounds as the peers of this one."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "bench_train_step.py"),
+         "--model=small", "--rounds=2", "--steps=2", "--batch=16",
+         "--replicas=4", "--peers=ours,keras_fit", "--pack_workers=true",
+         "--cpu_threads=auto", "--default_threads_peers=keras_fit",
+         "--peak_matmul_size=128", "--peak_conv_batch=1",
+         f"--out_json={out}"],
+        capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    replicas = worker_packing.replicas_for(4, os.cpu_count())
+    assert payload["ours_packing"]["replicas"] == replicas
+    assert ("packed onto" in payload["ours_packing"]["reason"]) is (
+        replicas < 4)
+    peers = payload["peers"]
+    assert set(peers) == {"ours", "keras_fit", "keras_fit_default_threads"}
+    for record in peers.values():
+        assert len(record["seconds_per_step"]) == 2
+        assert record["images_per_second"] == pytest.approx(
+            16 / record["median_s_per_step"])
+    assert "| keras_fit_default_threads |" in result.stdout
+    assert f"ours: {payload['ours_packing']['reason']}" in result.stdout
+
+
+def test_default_threads_peers_must_be_known_peers():
+    with pytest.raises(ValueError, match="unknown peer 'fit'"):
+        bench.run_benchmark("small", 1, default_threads_peers=["fit"],
+                            child_command=lambda *_: [], steps=1,
+                            peers=[], peak_matmul_size=8, peak_conv_batch=1,
+                            peak_runs=1)
+
+
+def test_bad_pack_workers_is_a_usage_error():
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "bench_train_step.py"),
+         "--pack_workers=maybe"], capture_output=True, text=True,
+        timeout=120, check=False)
+    assert result.returncode == 1
+    assert "--pack_workers must be auto, true or false, got 'maybe'" in (
+        result.stderr)
 
 
 def test_bad_cpu_threads_is_a_usage_error():

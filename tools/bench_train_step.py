@@ -5,6 +5,9 @@ Usage:
     python tools/bench_train_step.py --model=small --out_json=small.json
     python tools/bench_train_step.py --model=resnet50 \
         --precision=float32,mixed_bfloat16 --peers=ours,keras_fit,model_garden
+    python tools/bench_train_step.py --model=small --cpu_threads=auto \
+        --pack_workers=auto --peers=ours,keras_fit \
+        --default_threads_peers=keras_fit
 
 The models, peers and how each peer applies a precision are described in
 `tf_lbsgd.benchmarks.train_step`. Each peer is measured --rounds times in
@@ -15,16 +18,22 @@ AVX512_BF16 or emulated), the peaks, a table per precision of the medians
 (ms/step, images/s, GFLOP/s, share of that precision's matmul and conv
 peaks, speed-up of the reference peer) and, for several precisions, each
 peer's speed ratio to the first. --out_json gets every measurement and the
-machine.
+machine. The last example measures ours as the project runs it on this CPU
+(its thread and packing choices) beside `model.fit` both under the same
+threads and, in a process of its own, with TensorFlow's default threads as
+its users run it (`keras_fit_default_threads`), in the same rounds.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
 
 from tf_lbsgd import benchmark
 from tf_lbsgd import cpu_threads
+from tf_lbsgd import worker_packing
+from tf_lbsgd.benchmarks import child_peer
 from tf_lbsgd.benchmarks import peaks
 from tf_lbsgd.benchmarks import train_step
 
@@ -52,8 +61,48 @@ _CPU_THREADS = flags.DEFINE_string(
     "TensorFlow's threads for the peers of this process: 'default', 'auto' "
     "(what the project's runs choose for --replicas on this CPU) or "
     "'inter_op,intra_op'.")
+_PACK_WORKERS = flags.DEFINE_string(
+    "pack_workers", "false",
+    "Run our peers' --replicas simulated workers on fewer replicas (one "
+    "per core) with ghost BN per worker: 'auto' (what the project's runs "
+    "choose on this CPU), 'true' or 'false'. Keras' fit keeps one replica "
+    "per worker.")
+_DEFAULT_THREADS_PEERS = flags.DEFINE_list(
+    "default_threads_peers", [],
+    "Peers also measured each in a process of its own with TensorFlow's "
+    "default threads, as their users run them (e.g. keras_fit beside "
+    "--cpu_threads=auto), in the same rounds.")
+_SERVE_PEER = flags.DEFINE_string(
+    "serve_peer", None,
+    "Internal: be the process of one peer of --default_threads_peers (its "
+    "first --precision), timed on request over stdin and stdout.")
 _OUT_JSON = flags.DEFINE_string("out_json", None,
                                 "Write all measurements here.")
+
+
+def _child_command(peer, precision):
+    """The argv of this tool serving `peer` in `precision` with
+    TensorFlow's default threads (`child_peer`)."""
+    passed = [f"--{name}={flag.value}" for name, flag in (
+        ("model", _MODEL), ("batch", _BATCH), ("steps", _STEPS),
+        ("replicas", _REPLICAS)) if flag.value is not None]
+    return [sys.executable, os.path.abspath(__file__), *passed,
+            f"--serve_peer={peer}", f"--precision={precision}",
+            "--cpu_threads=default"]
+
+
+def _serve(threads):
+    """This process is one peer of another run's --default_threads_peers."""
+    cpu_threads.configure(threads, _REPLICAS.value or train_step.MODELS[
+        _MODEL.value]["replicas"], where="--")
+    runner = train_step.peer_runner(_MODEL.value, _SERVE_PEER.value,
+                                    _PRECISION.value[0], _BATCH.value,
+                                    _STEPS.value, _REPLICAS.value)
+
+    def write(line):
+        print(line, flush=True)
+    child_peer.serve(runner, sys.stdin, write)
+    benchmark.exit_without_teardown()
 
 
 def main(argv):
@@ -66,13 +115,18 @@ def main(argv):
         raise app.UsageError(f"--precision: {error}") from error
     try:
         threads = cpu_threads.parse_flag(_CPU_THREADS.value)
+        pack = worker_packing.parse_flag(_PACK_WORKERS.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
+    if _SERVE_PEER.value:
+        _serve(threads)
     table, payload = train_step.run_benchmark(
         _MODEL.value, _ROUNDS.value, _BATCH.value, _STEPS.value,
         _PEERS.value, _REPLICAS.value, _PRECISION.value,
         _PEAK_MATMUL_SIZE.value, _PEAK_CONV_BATCH.value,
-        cpu_threads=threads)
+        cpu_threads=threads, pack_workers=pack,
+        default_threads_peers=_DEFAULT_THREADS_PEERS.value,
+        child_command=_child_command)
     print(table)
     benchmark.write_json(_OUT_JSON.value, payload)
     benchmark.exit_without_teardown()

@@ -47,8 +47,10 @@ from tf_lbsgd import benchmark
 from tf_lbsgd import cpu_threads as cpu_threads_lib
 from tf_lbsgd import distribute
 from tf_lbsgd import precision as precision_lib
+from tf_lbsgd import worker_packing
 from tf_lbsgd.analysis import machine
 from tf_lbsgd.analysis import tables
+from tf_lbsgd.benchmarks import child_peer
 from tf_lbsgd.benchmarks import peaks as peaks_lib
 from tf_lbsgd.models import flops
 from tf_lbsgd.models import resnet_cifar
@@ -79,6 +81,22 @@ def strategy_for(replicas):
     if replicas == 1:
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     return distribute.logical_cpu_strategy(replicas)
+
+
+def packed_strategy(workers, pack_workers):
+    """(The strategy of our peers with `workers` packed onto fewer
+    replicas, or None if `pack_workers` does not pack them; why).
+
+    Raises:
+        ValueError: for a bad `pack_workers` setting.
+    """
+    replicas, reason = worker_packing.choose(pack_workers, workers,
+                                             where="--")
+    if replicas == workers:
+        return None, reason
+    strategy = distribute.logical_cpu_strategy(replicas)
+    worker_packing.register(strategy, workers // replicas, reason)
+    return strategy, reason
 
 
 def check_precisions(precisions):
@@ -358,15 +376,64 @@ def failure_reason(error):
     return f"{type(error).__name__}: {(reasons or lines or [''])[-1]}"
 
 
-def _runners(peers, strategy, spec, per_replica, steps, precisions):
+DEFAULT_THREADS_SUFFIX = "_default_threads"
+
+
+def peer_runner(model_name, peer, precision, batch=None, steps=None,
+                replicas=None):
+    """The runner of one peer (s/step per call), for a process of its own
+    (`child_peer`; its threads set before by the caller).
+
+    Raises:
+        ValueError: for an unknown model, peer or precision.
+    """
+    check_precisions([precision])
+    spec = dict(MODELS[model_name])
+    spec["replicas"] = replicas or spec["replicas"]
+    per_replica = (batch // spec["replicas"] if batch
+                   else spec["per_replica_batch"])
+    return _runner(peer, strategy_for(spec["replicas"]), spec, per_replica,
+                   steps or spec["steps"], precision)[0]
+
+
+def _check_default_threads_peers(peers, child_command):
+    """Raises ValueError for an unknown peer, or peers without a command."""
+    for peer in peers:
+        if peer not in default_peers("resnet50"):
+            raise ValueError(f"unknown peer {peer!r}; the peers are "
+                             f"{default_peers('resnet50')}")
+    if peers and child_command is None:
+        raise ValueError("default_threads_peers needs a child_command")
+
+
+def _child_runners(peers, precisions, child_command):
+    """(precision, peer + DEFAULT_THREADS_SUFFIX) -> `child_peer.ChildPeer`
+    of `child_command(peer, precision)`, and the failures (same keys)."""
+    runners, failures = {}, {}
+    for precision in precisions:
+        for peer in peers:
+            key = (precision, peer + DEFAULT_THREADS_SUFFIX)
+            try:
+                runners[key] = child_peer.ChildPeer(
+                    child_command(peer, precision))
+            except RuntimeError as error:
+                failures[key] = failure_reason(error)
+    return runners, failures
+
+
+def _runners(peers, strategy, spec, per_replica, steps, precisions,
+             ours_strategy=None):
     """(runners: (precision, peer) -> runner, a model of ours or None,
-    failures: (precision, peer) -> why)."""
+    failures: (precision, peer) -> why); our peers run under
+    `ours_strategy` if given (packed workers)."""
     runners, model, failures = {}, None, {}
     for precision in precisions:
         for peer in peers:
+            peer_strategy = (ours_strategy if ours_strategy is not None
+                             and peer.startswith("ours") else strategy)
             try:
-                runner, built = _runner(peer, strategy, spec, per_replica,
-                                        steps, precision)
+                runner, built = _runner(peer, peer_strategy, spec,
+                                        per_replica, steps, precision)
             except (tf.errors.OpError, RuntimeError) as error:
                 # A peer that cannot run this configuration is reported,
                 # not hidden (Keras' fit with XLA under a multi-device
@@ -451,7 +518,8 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
                   replicas=None, precisions=("float32",),
                   peak_matmul_size=peaks_lib.MATMUL_SIZE,
                   peak_conv_batch=peaks_lib.CONV_SHAPE["batch"], peak_runs=5,
-                  cpu_threads=cpu_threads_lib.DEFAULT):
+                  cpu_threads=cpu_threads_lib.DEFAULT, pack_workers=False,
+                  default_threads_peers=(), child_command=None):
     """Measures the peers of `model_name` in each precision, interleaved.
 
     Each round runs the peak kernels (matmul and conv in float32, bfloat16
@@ -475,6 +543,18 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
             process (`cpu_threads.choose`: 'default', 'auto' for what the
             project's runs choose, or (inter_op, intra_op)); Model Garden's
             loop, a process of its own, keeps TensorFlow's default.
+        pack_workers: run our peers' `replicas` simulated workers on fewer
+            replicas with ghost BN per worker (`worker_packing.choose`:
+            True, False, or 'auto' as the project's runs choose); the other
+            peers keep one replica per worker (Keras' fit has no ghost BN).
+        default_threads_peers: peers also measured each in a process of its
+            own with TensorFlow's default threads, as their users run them
+            (`child_peer`), named peer + DEFAULT_THREADS_SUFFIX: beside
+            `cpu_threads='auto'`, the project's choice against theirs in
+            the same rounds.
+        child_command: callable(peer, precision) -> the argv of such a
+            process (the tool's `--serve_peer`); needed with
+            `default_threads_peers`.
 
     Returns:
         (table: markdown with a heading line, the CPU's bfloat16 line, the
@@ -487,6 +567,7 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
         ValueError: for an unknown or repeated precision, or unknown peer.
     """
     precisions = check_precisions(precisions)
+    _check_default_threads_peers(default_threads_peers, child_command)
     spec = dict(MODELS[model_name])
     spec["replicas"] = replicas or spec["replicas"]
     per_replica = (batch // spec["replicas"] if batch
@@ -497,16 +578,25 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
                               where="--")  # Before TF starts.
     threads = cpu_threads_lib.chosen()
     strategy = strategy_for(spec["replicas"])
+    ours_strategy, packing = packed_strategy(spec["replicas"], pack_workers)
     conv_shape = dict(peaks_lib.CONV_SHAPE, batch=peak_conv_batch)
     kernels = peaks_lib.peak_kernels(peak_dtypes(precisions),
                                      peak_matmul_size, conv_shape, peak_runs)
     runners, model, failures = _runners(
         peers or default_peers(model_name), strategy, spec, per_replica,
-        steps, precisions)
+        steps, precisions, ours_strategy)
+    children, child_failures = _child_runners(
+        default_threads_peers, precisions, child_command)
+    runners.update(children)
+    failures.update(child_failures)
     if model is None:
         model = spec["model_fn"](input_shape=spec["image_shape"],
                                  num_classes=spec["num_classes"])
-    results = benchmark.interleaved({**kernels, **runners}, rounds)
+    try:
+        results = benchmark.interleaved({**kernels, **runners}, rounds)
+    finally:
+        for child in children.values():
+            child.close()
     peaks = peaks_lib.median_peaks({key: results.pop(key) for key in kernels})
     gflop = gflop_per_image(model)
     sections, by_precision = _by_precision(precisions, results, failures,
@@ -517,7 +607,8 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
         f"({spec['replicas']} replica(s)), {steps} steps per timing, "
         f"{rounds} rounds, median; training {gflop:.3g} GFLOP/image; "
         f"CPU {machine.cpu_model()}; threads per op "
-        f"{threads['intra_op'] or 'all'} ({threads['reason']})",
+        f"{threads['intra_op'] or 'all'} ({threads['reason']}); ours: "
+        f"{packing}",
         peaks_lib.peaks_table(peaks, capability, peak_matmul_size,
                               conv_shape),
         *sections])
@@ -538,5 +629,8 @@ def run_benchmark(model_name, rounds, batch=None, steps=None, peers=None,
                "peak_shapes": {"matmul_size": peak_matmul_size,
                                "conv": conv_shape, "runs": peak_runs},
                "cpu_bfloat16": capability,
-               "threads": threads}
+               "threads": threads,
+               "ours_packing": {"replicas": (
+                   ours_strategy.num_replicas_in_sync if ours_strategy
+                   else spec["replicas"]), "reason": packing}}
     return table, payload
