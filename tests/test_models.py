@@ -112,6 +112,15 @@ def test_built_for_xla_picks_every_batch_norm_kernel(jit_compile):
     assert layers.WorkerBatchNorm().fused is True
 
 
+@pytest.mark.parametrize("bn_fused", [False, True])
+def test_resnet_bn_fused_overrides_the_xla_choice(bn_fused):
+    with layers.built_for_xla(not bn_fused):
+        model = resnet_cifar(input_shape=(8, 8, 1), depth=8, width=4,
+                             bn_fused=bn_fused)
+    assert {layer.fused for layer in model.layers
+            if isinstance(layer, layers.WorkerBatchNorm)} == {bn_fused}
+
+
 def test_ghost_batch_norm_normalises_each_group_of_n():
     x = np.random.default_rng(1).normal(0, 1, (12, 3, 3, 2)).astype("f4")
     x[4:8] += 5.0
@@ -271,6 +280,8 @@ def test_depth_must_be_6n_plus_2():
                          "integer, got 0"),
     ("stem_stride", 1.5, "resnet_cifar.stem_stride must be a positive "
                          "integer, got 1.5"),
+    ("bn_fused", "no", "resnet_cifar.bn_fused must be None, True or False, "
+                       "got 'no'"),
 ])
 def test_bad_arguments_are_named(argument, value, message):
     arguments = dict(input_shape=(8, 8, 1), depth=8, width=4)

@@ -68,13 +68,15 @@ def test_build_strategy_refuses_a_bad_setting_before_building():
 def test_build_strategy_packs_onto_the_cores(monkeypatch):
     monkeypatch.setattr(worker_packing.os, "cpu_count", lambda: 2)
     strategy = distribute.build_strategy("mirrored", num_replicas=8,
-                                         pack_workers=True)
+                                         pack_workers=True,
+                                         cpu_threads="default")
     assert strategy.num_replicas_in_sync == 2
     assert worker_packing.describe(strategy) == {
         "workers": 8, "replicas": 2, "workers_per_replica": 4,
         "reason": "set: 8 workers packed onto 2 replicas (4 each, ghost "
                   "batch norm per worker) for 2 core(s)"}
-    plain = distribute.build_strategy("mirrored", num_replicas=8)
+    plain = distribute.build_strategy("mirrored", num_replicas=8,
+                                      cpu_threads="default")
     assert plain.num_replicas_in_sync == 8
     assert worker_packing.workers_per_replica(plain) == 1
 
