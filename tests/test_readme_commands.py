@@ -978,6 +978,10 @@ RULES = {
     "tools/bench_train_step.py --model=small --rounds=2 "
     "--precision=float32,mixed_bfloat16 --peers=ours,ours_xla,keras_fit":
         BENCHMARK,
+    "tools/bench_train_step.py --model=small --rounds=3 "
+    "--precision=float32,mixed_bfloat16 --peers=ours,keras_fit "
+    "--cpu_threads=auto --pack_workers=auto "
+    "--default_threads_peers=keras_fit": BENCHMARK,
     "tools/profile_train_step.py --model=resnet50 "
     "--precision=float32,mixed_bfloat16": BENCHMARK,
     "tools/profile_train_step.py --model=small --cpu_threads=auto":
