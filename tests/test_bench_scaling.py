@@ -196,6 +196,27 @@ def test_plan_runs_each_inter_op_count_with_more_than_one_worker():
                                  (2, 1, [{"exposed_ms": 2}])]
 
 
+def test_interop_thread_counts():
+    assert scaling.interop_thread_counts([]) == (None,)
+    assert scaling.interop_thread_counts(["1", "2"]) == (1, 2)
+    with pytest.raises(ValueError, match=r"--interop_threads must be "
+                       r"integers, got \['two'\]"):
+        scaling.interop_thread_counts(["two"])
+    with pytest.raises(ValueError, match=r"--interop_threads must be >= 1, "
+                       r"got \['0'\]"):
+        scaling.interop_thread_counts(["0"])
+
+
+def test_profile_dir_of_names_the_run(tmp_path):
+    run = {"model": "resnet50", "workers": 2, "bytes_per_pack": 4096,
+           "interop_threads": None}
+    assert scaling.profile_dir_of("", run) is None
+    assert scaling.profile_dir_of(str(tmp_path), run) == str(
+        tmp_path / "resnet50_w2_p4096")
+    assert scaling.profile_dir_of(str(tmp_path), dict(
+        run, interop_threads=2)) == str(tmp_path / "resnet50_w2_p4096_i2")
+
+
 def test_settings_for():
     assert scaling.settings_for("small") == {
         "per_worker_batch": 32, "loops": 3, "steps_per_loop": 20}

@@ -136,21 +136,13 @@ def worker_command(run, settings, flag_values, worker_json):
             f"--measure_compute={flag_values.measure_compute}",
             "--interop_threads=" + ("" if run["interop_threads"] is None
                                     else str(run["interop_threads"])),
-            "--profile_dir=" + (_profile_dir(flag_values, run) or ""),
+            "--profile_dir=" + (scaling.profile_dir_of(
+                flag_values.profile_dir, run) or ""),
             f"--profile_steps={flag_values.profile_steps}",
             f"--compression={flag_values.compression}",
             "--sweep_sizes=" + (",".join(map(str, flag_values.sweep_sizes))
                                 if run["sweep"] else ""),
             f"--sweep_repeats={flag_values.sweep_repeats}"]
-
-
-def _profile_dir(flag_values, run):
-    if not flag_values.profile_dir:
-        return None
-    name = f"{run['model']}_w{run['workers']}_p{run['bytes_per_pack']}"
-    if run["interop_threads"] is not None:
-        name += f"_i{run['interop_threads']}"
-    return os.path.abspath(os.path.join(flag_values.profile_dir, name))
 
 
 def run_driver(flag_values):
@@ -160,7 +152,8 @@ def run_driver(flag_values):
     models = list(flag_values.models)
     packs = [int(p) for p in flag_values.bytes_per_pack]
     counts = [int(k) for k in flag_values.worker_counts]
-    interops = _checked(_interop_threads, flag_values.interop_threads)
+    interops = _checked(scaling.interop_thread_counts,
+                        flag_values.interop_threads)
     _checked(scaling.check_plan, models, counts, packs, flag_values.rounds)
     settings = _settings(flag_values, models)
     plan = scaling.plan_runs(models, counts, packs,
@@ -193,20 +186,6 @@ def run_driver(flag_values):
     return 1 if result["failures"] else 0
 
 
-def _interop_threads(values):
-    """The --interop_threads values as ints ((None,) when empty)."""
-    if not values:
-        return (None,)
-    try:
-        counts = tuple(int(v) for v in values)
-    except ValueError as e:
-        raise ValueError(f"--interop_threads must be integers, got "
-                         f"{values}") from e
-    if min(counts) < 1:
-        raise ValueError(f"--interop_threads must be >= 1, got {values}")
-    return counts
-
-
 def run_worker(flag_values):
     """The worker role: measures, then leaves with os._exit (0 or 1)."""
     if (len(flag_values.models) != 1 or len(flag_values.bytes_per_pack) != 1
@@ -222,7 +201,7 @@ def run_worker(flag_values):
         flag_values.allreduce_repeats,
         tuple(int(s) for s in flag_values.sweep_sizes),
         flag_values.sweep_repeats, flag_values.measure_compute,
-        _interop_threads(flag_values.interop_threads)[0],
+        scaling.interop_thread_counts(flag_values.interop_threads)[0],
         flag_values.profile_dir or None, flag_values.profile_steps,
         flag_values.compression)
     code = 0

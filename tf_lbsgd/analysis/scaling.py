@@ -51,6 +51,36 @@ def settings_for(model, per_worker_batch=None, loops=None,
             for key, value in chosen.items()}
 
 
+def interop_thread_counts(values):
+    """--interop_threads' values as ints; (None,) when empty (the
+    launcher's choice).
+
+    Raises:
+        ValueError: for a value that is not an integer >= 1.
+    """
+    if not values:
+        return (None,)
+    try:
+        counts = tuple(int(v) for v in values)
+    except ValueError as e:
+        raise ValueError(f"--interop_threads must be integers, got "
+                         f"{values}") from e
+    if min(counts) < 1:
+        raise ValueError(f"--interop_threads must be >= 1, got {values}")
+    return counts
+
+
+def profile_dir_of(root, run):
+    """The profiler's directory of one planned `run` under `root` (None if
+    no root): model, workers, pack and inter-op threads in its name."""
+    if not root:
+        return None
+    name = f"{run['model']}_w{run['workers']}_p{run['bytes_per_pack']}"
+    if run["interop_threads"] is not None:
+        name += f"_i{run['interop_threads']}"
+    return os.path.abspath(os.path.join(root, name))
+
+
 def plan_runs(models, worker_counts, packs, sweep, interop_threads=(None,)):
     """The configurations to run, in order: dicts of model, workers,
     bytes_per_pack, interop_threads (None: the launcher's, one per core) and
