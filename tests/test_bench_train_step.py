@@ -14,6 +14,7 @@ import pytest
 from tf_lbsgd import benchmark
 from tf_lbsgd import worker_packing
 from tf_lbsgd.analysis import machine
+from tf_lbsgd.benchmarks import step_peers
 from tf_lbsgd.benchmarks import train_step as bench
 
 # abspath, not resolve(): under Bazel the tool is in the runfiles next to
@@ -30,15 +31,15 @@ I1125 14:50:00.394624 140027183377280 keras_utils.py:145] TimeHistory: 10.67 sec
 
 
 def test_model_garden_log_skips_the_warmup_steps():
-    assert bench.seconds_per_step_from_log(MODEL_GARDEN_LOG, 2) == (
+    assert step_peers.seconds_per_step_from_log(MODEL_GARDEN_LOG, 2) == (
         pytest.approx((10.99 + 10.67) / 2))
-    assert bench.seconds_per_step_from_log(MODEL_GARDEN_LOG, 0) == (
+    assert step_peers.seconds_per_step_from_log(MODEL_GARDEN_LOG, 0) == (
         pytest.approx((26.28 + 12.84 + 10.99 + 10.67) / 4))
 
 
 def test_model_garden_log_without_steady_steps_is_an_error():
     with pytest.raises(ValueError, match="no TimeHistory line after step 4"):
-        bench.seconds_per_step_from_log(MODEL_GARDEN_LOG, 4)
+        step_peers.seconds_per_step_from_log(MODEL_GARDEN_LOG, 4)
 
 
 def test_summarize_rates_ratios_and_peak_shares():
@@ -69,14 +70,14 @@ def test_speed_ratios_between_precisions_per_peer():
 
 
 def test_precisions_are_checked():
-    assert bench.check_precisions(("float32", "mixed_bfloat16")) == [
+    assert step_peers.check_precisions(("float32", "mixed_bfloat16")) == [
         "float32", "mixed_bfloat16"]
     with pytest.raises(ValueError, match="unknown precision 'bf16'"):
-        bench.check_precisions(["bf16"])
+        step_peers.check_precisions(["bf16"])
     with pytest.raises(ValueError, match="repeated"):
-        bench.check_precisions(["float32", "float32"])
+        step_peers.check_precisions(["float32", "float32"])
     with pytest.raises(ValueError, match="no precision"):
-        bench.check_precisions([])
+        step_peers.check_precisions([])
     assert bench.peak_dtypes(["float32"]) == ["float32", "bfloat16"]
     assert bench.peak_dtypes(["mixed_float16", "mixed_bfloat16"]) == [
         "float32", "bfloat16", "float16"]
@@ -101,17 +102,17 @@ Trying to access resource kernel/replica_1 located in device CPU:1 from CPU:0
 def test_model_garden_takes_its_own_dtype_flag():
     for precision, dtype in [("float32", "fp32"), ("mixed_bfloat16", "bf16"),
                              ("mixed_float16", "fp16")]:
-        command = bench.model_garden_command(16, 5, precision)
+        command = step_peers.model_garden_command(16, 5, precision)
         assert f"--dtype={dtype}" in command and "--train_steps=5" in command
         assert "--enable_xla=false" in command
-    assert "--enable_xla=true" in bench.model_garden_command(
+    assert "--enable_xla=true" in step_peers.model_garden_command(
         16, 5, enable_xla=True)
 
 
 def test_our_trainer_applies_the_projects_precision_rules():
     """The policy while the model is built; loss scaling only for float16."""
-    spec = bench.MODELS["small"]
-    strategy = bench.strategy_for(1)
+    spec = step_peers.MODELS["small"]
+    strategy = step_peers.strategy_for(1)
     for precision, scaled in [("mixed_float16", True),
                               ("mixed_bfloat16", False)]:
         trainer = benchmark.SyntheticTrainer(
@@ -126,7 +127,7 @@ def test_our_trainer_applies_the_projects_precision_rules():
 
 def test_resnet50_training_flop_per_image():
     """3 x 4.09 G multiply-adds x 2 (R15, docs/paper.md)."""
-    spec = bench.MODELS["resnet50"]
+    spec = step_peers.MODELS["resnet50"]
     model = spec["model_fn"](input_shape=spec["image_shape"],
                              num_classes=spec["num_classes"])
     assert bench.gflop_per_image(model) == pytest.approx(3 * 4.09 * 2,

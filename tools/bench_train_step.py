@@ -10,6 +10,7 @@ Usage:
         --default_threads_peers=keras_fit
 
 The models, peers and how each peer applies a precision are described in
+`tf_lbsgd.benchmarks.step_peers`, the timing and tables in
 `tf_lbsgd.benchmarks.train_step`. Each peer is measured --rounds times in
 each --precision, round-robin in this one run, with the peaks of this CPU
 (a matmul and a 3x3 convolution in float32 and bfloat16,
@@ -35,9 +36,10 @@ from tf_lbsgd import cpu_threads
 from tf_lbsgd import worker_packing
 from tf_lbsgd.benchmarks import child_peer
 from tf_lbsgd.benchmarks import peaks
+from tf_lbsgd.benchmarks import step_peers
 from tf_lbsgd.benchmarks import train_step
 
-_MODEL = flags.DEFINE_enum("model", "resnet50", list(train_step.MODELS),
+_MODEL = flags.DEFINE_enum("model", "resnet50", list(step_peers.MODELS),
                           "Which benchmark.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds per peer.")
 _BATCH = flags.DEFINE_integer("batch", None,
@@ -93,9 +95,9 @@ def _child_command(peer, precision):
 
 def _serve(threads):
     """This process is one peer of another run's --default_threads_peers."""
-    cpu_threads.configure(threads, _REPLICAS.value or train_step.MODELS[
+    cpu_threads.configure(threads, _REPLICAS.value or step_peers.MODELS[
         _MODEL.value]["replicas"], where="--")
-    runner = train_step.peer_runner(_MODEL.value, _SERVE_PEER.value,
+    runner = step_peers.peer_runner(_MODEL.value, _SERVE_PEER.value,
                                     _PRECISION.value[0], _BATCH.value,
                                     _STEPS.value, _REPLICAS.value)
 
@@ -110,7 +112,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        train_step.check_precisions(_PRECISION.value)
+        step_peers.check_precisions(_PRECISION.value)
     except ValueError as error:
         raise app.UsageError(f"--precision: {error}") from error
     try:

@@ -20,9 +20,9 @@ from absl import flags
 from tf_lbsgd import benchmark
 from tf_lbsgd import cpu_threads
 from tf_lbsgd.benchmarks import step_profile
-from tf_lbsgd.benchmarks import train_step
+from tf_lbsgd.benchmarks import step_peers
 
-_MODEL = flags.DEFINE_enum("model", "resnet50", list(train_step.MODELS),
+_MODEL = flags.DEFINE_enum("model", "resnet50", list(step_peers.MODELS),
                           "Which model.")
 _PRECISION = flags.DEFINE_list("precision", ["float32", "mixed_bfloat16"],
                                "Precisions to profile, one after the other.")
@@ -46,7 +46,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        precisions = train_step.check_precisions(_PRECISION.value)
+        precisions = step_peers.check_precisions(_PRECISION.value)
     except ValueError as error:
         raise app.UsageError(f"--precision: {error}") from error
     if _STEPS.value < 1:
@@ -55,7 +55,7 @@ def main(argv):
         threads = cpu_threads.parse_flag(_CPU_THREADS.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    replicas = _REPLICAS.value or train_step.MODELS[_MODEL.value]["replicas"]
+    replicas = _REPLICAS.value or step_peers.MODELS[_MODEL.value]["replicas"]
     cpu_threads.configure(threads, replicas, where="--")
     profiles = [step_profile.profile_step(
         _MODEL.value, precision, _STEPS.value,

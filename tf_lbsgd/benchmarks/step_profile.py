@@ -1,6 +1,6 @@
 """A profile of our training step by kind of op, per precision (issue 19).
 
-Builds the benchmark's `SyntheticTrainer` (`train_step.MODELS`, one
+Builds the benchmark's `SyntheticTrainer` (`step_peers.MODELS`, one
 precision at a time), warms it up, times a loop, then traces one loop of
 `steps` steps with `tf.profiler.experimental` and sums the trace's op self
 times by kind (`analysis.op_profile`). The trace stays under `logdir` for
@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tf_lbsgd import benchmark
 from tf_lbsgd.analysis import op_profile
-from tf_lbsgd.benchmarks import train_step
+from tf_lbsgd.benchmarks import step_peers
 
 
 def profile_step(model_name, precision, steps, logdir, batch=None,
@@ -21,7 +21,7 @@ def profile_step(model_name, precision, steps, logdir, batch=None,
     """Traces `steps` training steps of our Trainer.
 
     Args:
-        model_name: a key of `train_step.MODELS`.
+        model_name: a key of `step_peers.MODELS`.
         precision: a Keras precision policy name.
         steps: steps in the timed and in the traced loop.
         logdir: the trace goes to `logdir`/plugins/profile/.
@@ -32,11 +32,11 @@ def profile_step(model_name, precision, steps, logdir, batch=None,
         dict: `precision`, `step_ms` (the untraced loop's), `traced_ms`,
         `trace` (the xplane path) and `kinds` (`op_profile.breakdown`).
     """
-    spec = train_step.MODELS[model_name]
+    spec = step_peers.MODELS[model_name]
     replicas = replicas or spec["replicas"]
     per_replica = (batch // replicas if batch else spec["per_replica_batch"])
     bench = benchmark.SyntheticTrainer(
-        train_step.strategy_for(replicas), spec["model_fn"], per_replica,
+        step_peers.strategy_for(replicas), spec["model_fn"], per_replica,
         spec["image_shape"], spec["num_classes"], precision=precision)
     bench.time_loop(steps)  # Trace, compile, warm up.
     step_ms = 1000.0 * bench.time_loop(steps) / steps
