@@ -318,7 +318,10 @@ def _train_model(model_dir, data, model, strategy=None, mode="train_and_eval",
         model: a `keras.Model` or a callable(input_shape=, num_classes=)
             returning one (`adapt.build_in_scope`).
         strategy: the `tf.distribute.Strategy`; None for
-            `distribute.build_strategy()`.
+            `distribute.build_strategy()`. One of packed workers
+            (`worker_packing`) runs k workers of n on fewer replicas: each
+            replica takes its workers' batches and the model's
+            `WorkerBatchNorm` layers normalise per worker.
         mode: `train`, `eval`, `train_and_eval` or `export`.
         per_replica_batch_size: n, examples per worker (R9).
         global_batch_size: kn; if given, n is derived from it.
