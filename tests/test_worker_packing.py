@@ -106,7 +106,7 @@ def test_group_batch_norm_refuses_keras_batch_norm():
         worker_packing.group_batch_norm(model, 16)
 
 
-def _run(strategy, model_dir, initial):
+def _run(strategy, model_dir, initial, epochs=2):
     def model_fn(input_shape, num_classes):
         model = small_task.model_fn(input_shape, num_classes)
         model.set_weights(initial)
@@ -115,7 +115,7 @@ def _run(strategy, model_dir, initial):
         model_fn, small_task.data(256, 0), model_dir,
         eval_data=small_task.data(64, 1), num_classes=small_task.CLASSES,
         strategy=strategy, recipe=tf_lbsgd.Recipe(
-            epochs=2, per_replica_batch_size=8, base_lr=0.8,
+            epochs=epochs, per_replica_batch_size=8, base_lr=0.8,
             warmup_epochs=1, steps_per_loop=4, eval_top_k=(1,),
             export=False))
 
@@ -148,3 +148,25 @@ def test_packed_workers_train_as_one_replica_per_worker(tmp_path):
     norms = [layer for layer in packed.model.layers
              if isinstance(layer, layers.WorkerBatchNorm)]
     assert [layer.group_size for layer in norms] == [8]
+
+
+def test_a_run_resumes_packed_from_one_replica_per_worker(tmp_path):
+    """The checkpoint holds the same variables either way: 1 epoch on 4
+    replicas, then the second packed onto 2 from that checkpoint, ends
+    where 2 epochs on 4 replicas do."""
+    initial = small_task.model_fn(small_task.SHAPE,
+                                  small_task.CLASSES).get_weights()
+    model_dir = str(tmp_path / "run")
+    first = _run(distribute.logical_cpu_strategy(4), model_dir, initial,
+                 epochs=1)
+    assert first.metrics["global_step"] == 8
+    strategy = distribute.logical_cpu_strategy(2)
+    worker_packing.register(strategy, 2, "test: 2 workers per replica")
+    second = _run(strategy, model_dir, initial, epochs=2)
+    assert second.metrics["global_step"] == 16
+    assert second.metrics["workers"]["workers_per_replica"] == 2
+    straight = _run(distribute.logical_cpu_strategy(4),
+                    str(tmp_path / "straight"), initial)
+    for a, b in zip(straight.model.weights, second.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-4,
+                                   atol=2e-5, err_msg=a.path)
