@@ -29,7 +29,6 @@ from tf_lbsgd.analysis import machine
 
 AUTO = "auto"
 DEFAULT = "default"
-_MEASURED_FASTER = (machine.NATIVE_AMX, machine.NATIVE_AVX512_BF16)
 _chosen = {"inter_op": 0, "intra_op": 0,
            "reason": "TensorFlow's default (not set)"}
 
@@ -60,8 +59,7 @@ def choose(setting, num_replicas, cpuinfo_text=None,
             return 0, 0, "auto: one replica, TensorFlow's default"
         if cpuinfo_text is None:
             cpuinfo_text = machine.read_cpuinfo()
-        verdict = machine.bfloat16_capability(cpuinfo_text)["verdict"]
-        if verdict in _MEASURED_FASTER:
+        if machine.bfloat16_capability(cpuinfo_text)["native"]:
             inter = min(num_replicas, os.cpu_count() or 1)
             return inter, 1, (f"auto: one thread per op, {inter} ops side "
                               f"by side for {num_replicas} replicas on a CPU "

@@ -95,9 +95,26 @@ def _mirrored(num_replicas, cpu_threads, pack_workers):
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = gpus[:num_replicas] if num_replicas else gpus
         return tf.distribute.MirroredStrategy(devices)
-    workers = num_replicas or 1
-    replicas, reason = worker_packing.choose(pack_workers, workers)
-    cpu_threads_lib.configure(cpu_threads, replicas)
+    return simulated_workers(num_replicas or 1, pack_workers, cpu_threads)
+
+
+def simulated_workers(workers, pack_workers=False, cpu_threads=None,
+                      where="distribute.build_strategy."):
+    """`logical_cpu_strategy` for `workers` simulated workers, packed onto
+    fewer replicas as `worker_packing.choose` resolves `pack_workers`
+    (the packing is `register`ed with the strategy).
+
+    Args:
+        workers: k.
+        pack_workers: True, False or 'auto'.
+        cpu_threads: applied for the replicas chosen (`cpu_threads.choose`)
+            before the CPU is split; None leaves the threads as they are.
+        where: the settings' prefix in error messages.
+    """
+    replicas, reason = worker_packing.choose(pack_workers, workers,
+                                             where=where)
+    if cpu_threads is not None:
+        cpu_threads_lib.configure(cpu_threads, replicas, where=where)
     strategy = logical_cpu_strategy(replicas)
     worker_packing.register(strategy, workers // replicas, reason)
     return strategy

@@ -28,7 +28,6 @@ from tf_lbsgd.analysis import machine
 from tf_lbsgd.models import layers
 
 AUTO = "auto"
-_MEASURED_FASTER = (machine.NATIVE_AMX, machine.NATIVE_AVX512_BF16)
 _packed = weakref.WeakKeyDictionary()
 
 
@@ -72,8 +71,7 @@ def choose(setting, num_workers, cores=None, cpuinfo_text=None,
     if setting == AUTO:
         if cpuinfo_text is None:
             cpuinfo_text = machine.read_cpuinfo()
-        verdict = machine.bfloat16_capability(cpuinfo_text)["verdict"]
-        if verdict not in _MEASURED_FASTER:
+        if not machine.bfloat16_capability(cpuinfo_text)["native"]:
             return num_workers, ("auto: one replica per worker (packing "
                                  "was not measured on this kind of CPU)")
     return replicas, (f"{how}: {num_workers} workers packed onto "
@@ -104,20 +102,19 @@ def register(strategy, workers_per_replica, reason):
                          "reason": reason}
 
 
-def workers_per_replica(strategy):
-    """The simulated workers each replica of `strategy` runs (1 unless
-    `register`ed)."""
-    record = _packed.get(strategy)
-    return record["workers_per_replica"] if record else 1
-
-
 def describe(strategy):
-    """{workers, replicas, workers_per_replica, reason} of `strategy`."""
+    """{workers, replicas, workers_per_replica, reason} of `strategy` (one
+    worker per replica unless `register`ed)."""
     record = _packed.get(strategy, {"workers_per_replica": 1,
                                     "reason": "one replica per worker"})
     replicas = strategy.num_replicas_in_sync
     return {"workers": replicas * record["workers_per_replica"],
             "replicas": replicas, **record}
+
+
+def workers_per_replica(strategy):
+    """The simulated workers each replica of `strategy` runs."""
+    return describe(strategy)["workers_per_replica"]
 
 
 def group_batch_norm(model, per_worker_batch):

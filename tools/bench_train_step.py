@@ -34,7 +34,6 @@ from absl import flags
 from tf_lbsgd import benchmark
 from tf_lbsgd import cpu_threads
 from tf_lbsgd import worker_packing
-from tf_lbsgd.benchmarks import child_peer
 from tf_lbsgd.benchmarks import peaks
 from tf_lbsgd.benchmarks import step_peers
 from tf_lbsgd.benchmarks import train_step
@@ -93,20 +92,6 @@ def _child_command(peer, precision):
             "--cpu_threads=default"]
 
 
-def _serve(threads):
-    """This process is one peer of another run's --default_threads_peers."""
-    cpu_threads.configure(threads, _REPLICAS.value or step_peers.MODELS[
-        _MODEL.value]["replicas"], where="--")
-    runner = step_peers.peer_runner(_MODEL.value, _SERVE_PEER.value,
-                                    _PRECISION.value[0], _BATCH.value,
-                                    _STEPS.value, _REPLICAS.value)
-
-    def write(line):
-        print(line, flush=True)
-    child_peer.serve(runner, sys.stdin, write)
-    benchmark.exit_without_teardown()
-
-
 def main(argv):
     """Measures the peers; prints the table; writes the JSON."""
     if len(argv) > 1:
@@ -120,8 +105,12 @@ def main(argv):
         pack = worker_packing.parse_flag(_PACK_WORKERS.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    if _SERVE_PEER.value:
-        _serve(threads)
+    if _SERVE_PEER.value:  # A peer of another run's --default_threads_peers.
+        step_peers.serve_peer(
+            _MODEL.value, _SERVE_PEER.value, _PRECISION.value[0],
+            _BATCH.value, _STEPS.value, _REPLICAS.value, threads, sys.stdin,
+            lambda line: print(line, flush=True))
+        benchmark.exit_without_teardown()
     table, payload = train_step.run_benchmark(
         _MODEL.value, _ROUNDS.value, _BATCH.value, _STEPS.value,
         _PEERS.value, _REPLICAS.value, _PRECISION.value,

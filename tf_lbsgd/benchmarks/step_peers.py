@@ -44,9 +44,11 @@ import keras
 import tensorflow as tf
 
 from tf_lbsgd import benchmark
+from tf_lbsgd import cpu_threads as cpu_threads_lib
 from tf_lbsgd import distribute
 from tf_lbsgd import precision as precision_lib
 from tf_lbsgd import worker_packing
+from tf_lbsgd.benchmarks import child_peer
 from tf_lbsgd.models import resnet_cifar
 from tf_lbsgd.models import resnet_imagenet
 
@@ -86,11 +88,10 @@ def packed_strategy(workers, pack_workers):
     """
     replicas, reason = worker_packing.choose(pack_workers, workers,
                                              where="--")
-    if replicas == workers:
+    if replicas == workers:  # Built only when packed.
         return None, reason
-    strategy = distribute.logical_cpu_strategy(replicas)
-    worker_packing.register(strategy, workers // replicas, reason)
-    return strategy, reason
+    return distribute.simulated_workers(workers, pack_workers,
+                                        where="--"), reason
 
 
 def check_precisions(precisions):
@@ -286,3 +287,13 @@ def peer_runner(model_name, peer, precision, batch=None, steps=None,
                    else spec["per_replica_batch"])
     return runner(peer, strategy_for(spec["replicas"]), spec, per_replica,
                   steps or spec["steps"], precision)[0]
+
+
+def serve_peer(model_name, peer, precision, batch, steps, replicas,
+               cpu_threads, lines, write):
+    """Be the process of one peer timed from another (`child_peer.serve`
+    over `lines` and `write`), with `cpu_threads` applied first."""
+    cpu_threads_lib.configure(
+        cpu_threads, replicas or MODELS[model_name]["replicas"], where="--")
+    child_peer.serve(peer_runner(model_name, peer, precision, batch, steps,
+                                 replicas), lines, write)
